@@ -1,1 +1,17 @@
-export const PACKAGE = '@googlenet/trainer';
+export { TrainerError } from './errors';
+export { parseFlags, helpText, type FlagSpec, type FlagValues } from './flags';
+export { resolveTrainConfig, trainHelp, publicConfig, runFolderOf, TRAIN_FLAGS, type TrainConfig } from './config';
+export { identityFromEnv, type WorkerIdentity } from './identity';
+export { learningRate, type LrScheduleName, type LrScheduleOptions } from './schedule';
+export { Sgd, type SgdOptions } from './optim';
+export { LocalReducer, CoordinatorReducer, type GradientReducer } from './reducer';
+export { TrainStep, correctCounts, type StepTimes, type StepResult, type TrainStepOptions } from './step';
+export {
+  encodeCheckpoint, decodeCheckpoint, restoreCheckpoint, writeCheckpoint, findResumeCheckpoint, latestCheckpointFile,
+  checkpointDir, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type CheckpointMeta, type DecodedCheckpoint, type CheckpointFs,
+} from './checkpoint';
+export { runWorker, evaluate, summaryLines, type RunSummary, type EvalResult, type WorkerIo } from './worker';
+export { runIdOf } from './run-id';
+export { launch, type LaunchIo } from './launcher';
+export { renderChart, type ChartData } from './chart';
+export { readInto } from './host';

@@ -1,0 +1,213 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { decodeSafetensors, encodeSafetensors, loadStateDict, stateDict, type GoogLeNet, type HostTensor } from '@googlenet/model';
+import type { LoaderState } from '@googlenet/dataloader';
+import { TrainerError } from './errors';
+import type { Sgd } from './optim';
+
+export const CHECKPOINT_FORMAT = 'googlenet-dp-checkpoint';
+export const CHECKPOINT_VERSION = 1;
+const MOMENTUM_PREFIX = 'optimizer.momentum_buffer.';
+
+/** What a checkpoint says besides its tensors (stored as safetensors __metadata__). */
+export interface CheckpointMeta {
+  format: typeof CHECKPOINT_FORMAT;
+  version: number;
+  /** Optimizer steps completed. */
+  step: number;
+  epoch: number;
+  /** The train loader's state after `step` (rank-independent: every rank resumes at the same position). */
+  sampler: LoaderState;
+  optimizer: { type: 'sgd'; started: boolean; momentum: number; weightDecay: number; layout: 'tfjs' };
+  /** The resolved config of the run that wrote it. */
+  config: Record<string, unknown>;
+  /** Seeds of every random stream; all are stateless functions of (seed, epoch, step, slot). */
+  seeds: { seed: number };
+  createdAt: string;
+}
+
+/**
+ * One checkpoint = one safetensors file: the weights under the seed's PyTorch names and layouts (so the
+ * file loads into PyTorch after dropping `optimizer.*`), the SGD momentum buffers in TF.js layout, and
+ * the metadata above.
+ */
+export function encodeCheckpoint(model: GoogLeNet, sgd: Sgd, meta: CheckpointMeta): Uint8Array {
+  const tensors = stateDict(model);
+  const { buffers } = sgd.state();
+  model.params.forEach((p, i) => {
+    const b = buffers[i];
+    if (b) tensors.set(MOMENTUM_PREFIX + p.name, { dtype: 'F32', shape: b.shape, data: b.dataSync() as Float32Array });
+  });
+  return encodeSafetensors(tensors, { checkpoint: JSON.stringify(meta) });
+}
+
+export interface DecodedCheckpoint {
+  meta: CheckpointMeta;
+  weights: Map<string, HostTensor>;
+  momentum: Map<string, HostTensor>;
+}
+
+/** Parses and validates a checkpoint's bytes; names the file in every error. */
+export function decodeCheckpoint(bytes: Uint8Array, file: string): DecodedCheckpoint {
+  let decoded: ReturnType<typeof decodeSafetensors>;
+  try {
+    decoded = decodeSafetensors(bytes);
+  } catch (e) {
+    throw new TrainerError('CHECKPOINT_CORRUPT', `${file} is not a readable checkpoint: ${(e as Error).message}`, { cause: e });
+  }
+  let meta: CheckpointMeta;
+  try {
+    meta = JSON.parse(decoded.metadata.checkpoint ?? 'null');
+  } catch {
+    throw new TrainerError('CHECKPOINT_CORRUPT', `${file}: its checkpoint metadata is not valid JSON`);
+  }
+  if (!meta || meta.format !== CHECKPOINT_FORMAT) {
+    throw new TrainerError('CHECKPOINT_CORRUPT', `${file} is a safetensors file but not a ${CHECKPOINT_FORMAT} (a weights file? use it with model:infer, not --resume)`);
+  }
+  if (meta.version !== CHECKPOINT_VERSION) {
+    throw new TrainerError('CHECKPOINT_VERSION', `${file} has checkpoint version ${meta.version}; this trainer reads version ${CHECKPOINT_VERSION}`);
+  }
+  if (!Number.isInteger(meta.step) || meta.step < 0 || !meta.sampler) {
+    throw new TrainerError('CHECKPOINT_CORRUPT', `${file}: metadata lacks a valid step or sampler state`);
+  }
+  const weights = new Map<string, HostTensor>();
+  const momentum = new Map<string, HostTensor>();
+  for (const [name, t] of decoded.tensors) {
+    if (name.startsWith(MOMENTUM_PREFIX)) momentum.set(name.slice(MOMENTUM_PREFIX.length), t);
+    else weights.set(name, t);
+  }
+  return { meta, weights, momentum };
+}
+
+/** Loads weights, BN statistics and optimizer state into a freshly built model and optimizer. */
+export function restoreCheckpoint(ckpt: DecodedCheckpoint, model: GoogLeNet, sgd: Sgd, file: string): void {
+  try {
+    loadStateDict(model, ckpt.weights);
+  } catch (e) {
+    throw new TrainerError('CHECKPOINT_MISMATCH', `${file} does not fit this model: ${(e as Error).message}`, { cause: e });
+  }
+  if (!ckpt.meta.optimizer.started) return;
+  const values = model.params.map((p) => {
+    const m = ckpt.momentum.get(p.name);
+    if (!m || m.dtype !== 'F32' || m.data.length !== p.variable.size) {
+      throw new TrainerError('CHECKPOINT_MISMATCH', `${file}: momentum buffer for ${p.name} is missing or mis-shaped`);
+    }
+    return m.data as Float32Array;
+  });
+  if (sgd.state().buffers.length) sgd.load(true, values);
+}
+
+/** Where checkpoints of a run folder live. */
+export const checkpointDir = (runDir: string) => path.join(runDir, 'checkpoints');
+const fileFor = (dir: string, step: number) => path.join(dir, `step-${String(step).padStart(8, '0')}.ckpt`);
+
+/** Hooks for the file system calls, so tests can inject a full disk without one. */
+export interface CheckpointFs {
+  writeFile(handle: fs.FileHandle, bytes: Uint8Array): Promise<void>;
+}
+const realFs: CheckpointFs = {
+  async writeFile(handle, bytes) {
+    let off = 0;
+    while (off < bytes.length) {
+      const { bytesWritten } = await handle.write(bytes, off, bytes.length - off);
+      off += bytesWritten;
+    }
+  },
+};
+
+/**
+ * Writes atomically: a temp file in the same folder, fsync, rename over the final name, fsync the folder.
+ * A failure (full disk, read-only or unwritable folder) removes the temp file, leaves every earlier
+ * checkpoint untouched and throws CHECKPOINT_WRITE_FAILED. Keeps the newest `keep` checkpoints.
+ */
+export async function writeCheckpoint(
+  runDir: string,
+  step: number,
+  bytes: Uint8Array,
+  opts: { keep: number; fs?: CheckpointFs },
+): Promise<string> {
+  const dir = checkpointDir(runDir);
+  const final = fileFor(dir, step);
+  const tmp = `${final}.tmp-${process.pid}`;
+  try {
+    await fs.mkdir(dir, { recursive: true });
+    const handle = await fs.open(tmp, 'w');
+    try {
+      await (opts.fs ?? realFs).writeFile(handle, bytes);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(tmp, final);
+    const dh = await fs.open(dir, 'r');
+    try {
+      await dh.sync();
+    } finally {
+      await dh.close();
+    }
+  } catch (e) {
+    await fs.rm(tmp, { force: true }).catch(() => {});
+    const err = e as NodeJS.ErrnoException;
+    const why =
+      err.code === 'ENOSPC' ? 'the disk is full' :
+      err.code === 'EROFS' ? 'the file system is read-only' :
+      err.code === 'EACCES' || err.code === 'EPERM' ? 'the folder is not writable' : err.message;
+    throw new TrainerError(
+      'CHECKPOINT_WRITE_FAILED',
+      `checkpoint for step ${step} could not be written to ${dir}: ${why} (${err.code ?? 'error'}); the previous checkpoint is intact. Free space or choose another --out.`,
+      { cause: e },
+    );
+  }
+  await pruneCheckpoints(dir, opts.keep);
+  return final;
+}
+
+async function listCheckpoints(dir: string): Promise<{ step: number; file: string }[]> {
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => /^step-(\d+)\.ckpt$/.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ step: Number(m[1]), file: path.join(dir, m[0]) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+async function pruneCheckpoints(dir: string, keep: number): Promise<void> {
+  const all = await listCheckpoints(dir);
+  for (const c of all.slice(0, Math.max(0, all.length - keep))) await fs.rm(c.file, { force: true });
+}
+
+/**
+ * Resolves `--resume` (a run folder or a .ckpt file) to the newest checkpoint that validates; a corrupt
+ * newest file is reported through `warn` and the one before it is used.
+ */
+export async function findResumeCheckpoint(
+  resume: string,
+  warn: (line: string) => void,
+): Promise<{ file: string; ckpt: DecodedCheckpoint }> {
+  const stat = await fs.stat(resume).catch(() => undefined);
+  if (!stat) throw new TrainerError('RESUME_NOT_FOUND', `--resume=${resume} does not exist: give a run folder or a .ckpt file`);
+  const candidates = stat.isDirectory() ? (await listCheckpoints(checkpointDir(resume))).reverse().map((c) => c.file) : [resume];
+  if (candidates.length === 0) throw new TrainerError('RESUME_NOT_FOUND', `${resume} holds no checkpoints (looked in ${checkpointDir(resume)})`);
+  let lastError: unknown;
+  for (const file of candidates) {
+    try {
+      return { file, ckpt: decodeCheckpoint(new Uint8Array(await fs.readFile(file)), file) };
+    } catch (e) {
+      lastError = e;
+      if (!stat.isDirectory()) break;
+      warn(`warning: skipping ${file}: ${(e as Error).message}`);
+    }
+  }
+  throw lastError;
+}
+
+/** The newest checkpoint file of a run folder, if any (for the launcher's restarts). */
+export async function latestCheckpointFile(runDir: string): Promise<string | undefined> {
+  return (await listCheckpoints(checkpointDir(runDir))).at(-1)?.file;
+}
+

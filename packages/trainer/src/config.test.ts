@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { resolveTrainConfig, trainHelp, runFolderOf, type TrainConfig } from './config';
+import { TrainerError } from './errors';
+
+const resolve = (argv: string[], env: NodeJS.ProcessEnv = {}) => resolveTrainConfig(argv, { env, now: new Date('2026-11-28T10:20:30Z') }) as TrainConfig;
+const codeOf = (f: () => unknown) => {
+  try {
+    f();
+  } catch (e) {
+    return [(e as TrainerError).code, (e as Error).message] as const;
+  }
+  return undefined;
+};
+
+describe('train flags', () => {
+  it('resolves defaults that train synthetic data at 32 px with a timestamped run folder', () => {
+    const c = resolve([]);
+    expect(c).toMatchObject({ dataset: 'synthetic', imageSize: 32, batchSize: 32, lr: 0.01, momentum: 0.9, auxWeight: 0.3, accumulate: 1, backend: 'auto', gradCompression: 'none', maxRestarts: 0, host: '127.0.0.1' });
+    expect(c.out).toMatch(/runs\/20261128-102030$/);
+    expect(c.workers).toBeGreaterThanOrEqual(1);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('accepts --name=value and --name value forms', () => {
+    const c = resolve(['--workers=2', '--batch-size', '8', '--lr-schedule=cosine', '--steps=5']);
+    expect(c).toMatchObject({ workers: 2, batchSize: 8, lrSchedule: 'cosine', steps: 5 });
+  });
+
+  it.each([
+    [['--bogus=1'], 'unknown flag --bogus'],
+    [['--batch-size=0'], '--batch-size=0 is invalid: expected an integer >= 1'],
+    [['--batch-size=3.5'], 'expected an integer'],
+    [['--lr=abc'], '--lr=abc is invalid'],
+    [['--dataset=imagenet'], 'expected one of synthetic, fashion-mnist'],
+    [['--epochs=2', '--steps=3'], 'give --epochs or --steps, not both'],
+    [['--workers=0'], '--workers=0 is invalid'],
+    [['--workers=4', '--gpus=0,1'], 'give one GPU id per worker'],
+    [['--gpus=0,x'], 'comma-separated device ids'],
+    [['--host=0.0.0.0'], 'give --token'],
+    [['--nnodes=2'], 'needs --coordinator'],
+    [['--nnodes=2', '--node-rank=2', '--coordinator=ws://h:1'], 'must be below --nnodes'],
+    [['--dataset=cifar10'], 'needs --data-dir'],
+    [['--tls-cert=a.pem'], '--tls-cert and --tls-key go together'],
+    [['--image-size=16'], 'expected an integer >= 28'],
+    [['stray'], "unexpected argument 'stray'"],
+  ])('rejects %j with a clear BAD_FLAG error', (argv, message) => {
+    const got = codeOf(() => resolve(argv));
+    expect(got?.[0]).toBe('BAD_FLAG');
+    expect(got?.[1]).toContain(message);
+  });
+
+  it('takes the coordinator token from the environment', () => {
+    expect(resolve(['--host=0.0.0.0'], { GOOGLENET_COORDINATOR_TOKEN: 's3cret' }).token).toBe('s3cret');
+  });
+
+  it('writes a resumed run into the folder it resumes', () => {
+    expect(runFolderOf('/x/runs/a/checkpoints/step-00000010.ckpt')).toBe('/x/runs/a');
+    expect(resolve(['--resume=/x/runs/a']).out).toBe('/x/runs/a');
+  });
+
+  it('lists every flag with its default in --help', () => {
+    expect(resolveTrainConfig(['--help'])).toBe('help');
+    const h = trainHelp();
+    for (const f of ['--dataset', '--data-dir', '--image-size', '--batch-size', '--epochs', '--steps', '--lr', '--momentum', '--weight-decay', '--lr-schedule', '--warmup', '--aux-weight', '--accumulate', '--backend', '--seed', '--out', '--eval-every', '--grad-compression', '--workers', '--gpus', '--resume', '--max-restarts', '--checkpoint-every', '--keep', '--coordinator', '--nnodes', '--node-rank']) {
+      expect(h).toContain(f);
+    }
+    expect(h).toContain('(default: 0.01)');
+  });
+});

@@ -1,0 +1,203 @@
+import os from 'node:os';
+import path from 'node:path';
+import { TrainerError } from './errors';
+import { parseFlags, helpText, type FlagSpec } from './flags';
+import type { LrScheduleName } from './schedule';
+
+/** The train command's flags. The table is the single source for parsing, validation and --help. */
+export const TRAIN_FLAGS = {
+  dataset: { type: 'enum', values: ['synthetic', 'fashion-mnist', 'cifar10', 'imagefolder', 'shards'], default: 'synthetic', help: 'data set' },
+  'data-dir': { type: 'string', help: 'data folder (fashion-mnist defaults to /usr/share/datasets/fashion-mnist)' },
+  'image-size': { type: 'int', min: 28, max: 512, default: 32, help: 'training crop size in pixels (the seed uses 224)' },
+  'batch-size': { type: 'int', min: 1, default: 32, help: 'samples per micro-batch, per worker' },
+  epochs: { type: 'int', min: 1, help: 'epochs to train (default 1 unless --steps is given)' },
+  steps: { type: 'int', min: 1, help: 'optimizer steps to train (overrides --epochs)' },
+  lr: { type: 'number', min: 0, default: 0.01, help: 'base learning rate' },
+  momentum: { type: 'number', min: 0, max: 1, default: 0.9, help: 'SGD momentum (PyTorch semantics)' },
+  'weight-decay': { type: 'number', min: 0, default: 1e-4, help: 'L2 weight decay added to the gradient' },
+  'lr-schedule': { type: 'enum', values: ['paper', 'step', 'cosine', 'constant'], default: 'paper', help: 'paper: x0.96 every 8 epochs; step: x gamma every --step-epochs; cosine: to 0 at the end' },
+  warmup: { type: 'int', min: 0, default: 0, help: 'linear warm-up steps' },
+  'step-epochs': { type: 'int', min: 1, default: 30, help: 'step schedule: epochs between decays' },
+  gamma: { type: 'number', min: 0, max: 1, default: 0.1, help: 'step schedule: decay factor' },
+  'aux-weight': { type: 'number', min: 0, default: 0.3, help: 'weight of each auxiliary head loss' },
+  accumulate: { type: 'int', min: 1, default: 1, help: 'micro-batches accumulated per optimizer step' },
+  backend: { type: 'enum', values: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'], default: 'auto', help: 'TensorFlow.js backend' },
+  seed: { type: 'int', min: 0, default: 0, help: 'seed for initialisation, sampling, augmentation and dropout' },
+  out: { type: 'string', help: 'run folder (default runs/<date>-<time>)' },
+  'eval-every': { type: 'int', min: 0, default: 0, help: 'evaluate every N steps (0: at each epoch end and at the end)' },
+  'log-every': { type: 'int', min: 1, default: 10, help: 'log a line every N steps when not on a terminal' },
+  'grad-compression': { type: 'enum', values: ['none', 'fp16'], default: 'none', help: 'gradient wire format' },
+  'bucket-mb': { type: 'number', min: 0.001, default: 25, help: 'gradient bucket size in MB' },
+  workers: { type: 'string', default: 'auto', help: 'worker processes on this machine (auto: one per GPU, else one per core)' },
+  gpus: { type: 'string', help: 'comma-separated GPU ids for the workers, e.g. 0,1,2,3' },
+  'checkpoint-every': { type: 'int', min: 0, default: 0, help: 'checkpoint every N steps (always at each epoch end; 0: epoch ends only)' },
+  keep: { type: 'int', min: 1, default: 3, help: 'checkpoints to keep' },
+  resume: { type: 'string', help: 'resume from a run folder or a checkpoint file' },
+  'max-restarts': { type: 'int', min: 0, default: 0, help: 'restarts from the last checkpoint after a worker failure' },
+  'round-timeout': { type: 'number', min: 0.1, default: 30, help: 'seconds a gradient round may wait for the slowest worker' },
+  coordinator: { type: 'string', help: 'ws[s]://HOST:PORT of a running coordinator (multi-node); default: start one' },
+  nnodes: { type: 'int', min: 1, default: 1, help: 'machines in the job' },
+  'node-rank': { type: 'int', min: 0, default: 0, help: 'this machine\'s index among --nnodes' },
+  host: { type: 'string', default: '127.0.0.1', help: 'address the started coordinator binds' },
+  port: { type: 'int', min: 0, max: 65535, default: 0, help: 'port of the started coordinator (0: any free port)' },
+  token: { type: 'string', help: 'shared coordinator token (or env GOOGLENET_COORDINATOR_TOKEN)' },
+  'tls-cert': { type: 'string', help: 'PEM certificate: the started coordinator serves wss' },
+  'tls-key': { type: 'string', help: 'PEM private key for --tls-cert' },
+  'tls-ca': { type: 'string', help: 'PEM CA that workers trust for a wss coordinator' },
+  'decode-threads': { type: 'int', min: 0, default: 1, help: 'data decoding threads per worker' },
+  help: { type: 'boolean', default: false, help: 'print this help' },
+} satisfies Record<string, FlagSpec>;
+
+export const TRAIN_USAGE = 'Usage: nx run trainer:train [options]   (or: npx tsx packages/trainer/src/cli/train.ts [options])';
+
+/** Everything a run needs, resolved once, validated, frozen, printed at start and saved in every checkpoint. */
+export interface TrainConfig {
+  dataset: 'synthetic' | 'fashion-mnist' | 'cifar10' | 'imagefolder' | 'shards';
+  dataDir?: string;
+  imageSize: number;
+  batchSize: number;
+  epochs?: number;
+  steps?: number;
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  lrSchedule: LrScheduleName;
+  warmup: number;
+  stepEpochs: number;
+  gamma: number;
+  auxWeight: number;
+  accumulate: number;
+  backend: 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+  seed: number;
+  out: string;
+  evalEvery: number;
+  logEvery: number;
+  gradCompression: 'none' | 'fp16';
+  bucketMb: number;
+  /** Worker processes on this machine. */
+  workers: number;
+  gpus?: number[];
+  checkpointEvery: number;
+  keep: number;
+  resume?: string;
+  maxRestarts: number;
+  roundTimeout: number;
+  coordinator?: string;
+  nnodes: number;
+  nodeRank: number;
+  host: string;
+  port: number;
+  token?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  decodeThreads: number;
+}
+
+export interface ResolveContext {
+  env?: NodeJS.ProcessEnv;
+  /** GPUs visible to this machine (for --workers=auto). */
+  gpuCount?: number;
+  now?: Date;
+}
+
+/** Parses and validates the train flags. Throws TrainerError('BAD_FLAG', ...) on anything wrong. */
+export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext = {}): TrainConfig | 'help' {
+  const f = parseFlags(argv, TRAIN_FLAGS);
+  if (f.help) return 'help';
+  const env = ctx.env ?? process.env;
+  const bad = (msg: string) => new TrainerError('BAD_FLAG', msg);
+
+  const gpus = f.gpus === undefined ? undefined : parseGpuList(String(f.gpus));
+  let workers: number;
+  if (f.workers === 'auto') {
+    workers = gpus?.length ?? (ctx.gpuCount && ctx.gpuCount > 0 ? ctx.gpuCount : Math.max(1, Math.min(8, os.availableParallelism())));
+  } else {
+    workers = Number(f.workers);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw bad(`--workers=${f.workers} is invalid: expected auto or an integer from 1 to 256`);
+  }
+  if (gpus && gpus.length < workers) throw bad(`--gpus lists ${gpus.length} device(s) but --workers=${workers}: give one GPU id per worker`);
+  if (f.epochs !== undefined && f.steps !== undefined) throw bad('give --epochs or --steps, not both');
+  if ((f.nodeRank as number) >= (f.nnodes as number)) throw bad(`--node-rank=${f.nodeRank} must be below --nnodes=${f.nnodes}`);
+  if ((f.nnodes as number) > 1 && f.coordinator === undefined) {
+    throw bad(`--nnodes=${f.nnodes} needs --coordinator=ws://HOST:PORT of a coordinator started with: nx run coordinator:serve --workers=<total> --host=<addr>`);
+  }
+  if (f.coordinator !== undefined && !/^wss?:\/\/[^/]+/.test(String(f.coordinator))) throw bad(`--coordinator=${f.coordinator} is invalid: expected ws://HOST:PORT or wss://HOST:PORT`);
+  if ((f.tlsCert === undefined) !== (f.tlsKey === undefined)) throw bad('--tls-cert and --tls-key go together');
+  const token = (f.token as string | undefined) ?? env.GOOGLENET_COORDINATOR_TOKEN;
+  if (f.host !== '127.0.0.1' && f.host !== 'localhost' && f.host !== '::1' && !token) {
+    throw bad(`--host=${f.host} exposes the coordinator beyond this machine: give --token=<secret> (or env GOOGLENET_COORDINATOR_TOKEN)`);
+  }
+  if (f.dataset === 'imagefolder' || f.dataset === 'shards' || f.dataset === 'cifar10') {
+    if (f.dataDir === undefined) throw bad(`--dataset=${f.dataset} needs --data-dir=<folder>`);
+  }
+  const now = ctx.now ?? new Date();
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const cfg: TrainConfig = {
+    dataset: f.dataset as TrainConfig['dataset'],
+    dataDir: f.dataDir as string | undefined,
+    imageSize: f.imageSize as number,
+    batchSize: f.batchSize as number,
+    epochs: f.epochs as number | undefined,
+    steps: f.steps as number | undefined,
+    lr: f.lr as number,
+    momentum: f.momentum as number,
+    weightDecay: f.weightDecay as number,
+    lrSchedule: f.lrSchedule as LrScheduleName,
+    warmup: f.warmup as number,
+    stepEpochs: f.stepEpochs as number,
+    gamma: f.gamma as number,
+    auxWeight: f.auxWeight as number,
+    accumulate: f.accumulate as number,
+    backend: f.backend as TrainConfig['backend'],
+    seed: f.seed as number,
+    out: path.resolve((f.out as string | undefined) ?? (f.resume ? runFolderOf(String(f.resume)) : path.join('runs', stamp))),
+    evalEvery: f.evalEvery as number,
+    logEvery: f.logEvery as number,
+    gradCompression: f.gradCompression as 'none' | 'fp16',
+    bucketMb: f.bucketMb as number,
+    workers,
+    gpus,
+    checkpointEvery: f.checkpointEvery as number,
+    keep: f.keep as number,
+    resume: f.resume === undefined ? undefined : path.resolve(String(f.resume)),
+    maxRestarts: f.maxRestarts as number,
+    roundTimeout: f.roundTimeout as number,
+    coordinator: f.coordinator as string | undefined,
+    nnodes: f.nnodes as number,
+    nodeRank: f.nodeRank as number,
+    host: f.host as string,
+    port: f.port as number,
+    token,
+    tlsCert: f.tlsCert as string | undefined,
+    tlsKey: f.tlsKey as string | undefined,
+    tlsCa: f.tlsCa as string | undefined,
+    decodeThreads: f.decodeThreads as number,
+  };
+  return Object.freeze(cfg);
+}
+
+/** `--resume=runs/x/checkpoints/step-100.ckpt` continues writing into runs/x. */
+export function runFolderOf(resume: string): string {
+  const abs = path.resolve(resume);
+  if (abs.endsWith('.ckpt')) return path.dirname(path.dirname(abs));
+  return abs;
+}
+
+function parseGpuList(s: string): number[] {
+  const ids = s.split(',').map((x) => x.trim());
+  if (ids.some((x) => !/^\d+$/.test(x))) throw new TrainerError('BAD_FLAG', `--gpus=${s} is invalid: expected comma-separated device ids such as 0,1,2,3`);
+  const nums = ids.map(Number);
+  if (new Set(nums).size !== nums.length) throw new TrainerError('BAD_FLAG', `--gpus=${s} lists a device twice`);
+  return nums;
+}
+
+export function trainHelp(): string {
+  return helpText(TRAIN_USAGE, TRAIN_FLAGS);
+}
+
+/** The config without secrets, as printed at start and stored in the run folder and checkpoints. */
+export function publicConfig(cfg: TrainConfig): Record<string, unknown> {
+  const { token, ...rest } = cfg;
+  return { ...rest, token: token ? '<set>' : undefined };
+}

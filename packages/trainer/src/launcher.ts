@@ -1,0 +1,169 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { TrainConfig } from './config';
+import { latestCheckpointFile } from './checkpoint';
+import { runIdOf } from './run-id';
+
+/** The entry points the launcher starts. Bundles (the GPU pack) point these elsewhere through env. */
+const here = path.dirname(fileURLToPath(import.meta.url));
+const entry = (name: string, envName: string) =>
+  process.env[envName] ?? path.join(here, 'cli', `${name}${import.meta.url.endsWith('.ts') ? '.ts' : '.mjs'}`);
+
+export interface LaunchIo {
+  write(s: string): void;
+  error(s: string): void;
+  tty: boolean;
+}
+
+interface Proc {
+  name: string;
+  rank?: number;
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * torchrun for this trainer: starts the coordinator (unless --coordinator names one) and one worker process
+ * per local device, watches them, and when any of them dies stops the rest and restarts the whole group from
+ * the last checkpoint, up to --max-restarts. SIGINT/SIGTERM stop every child; none outlives the launcher
+ * (workers also exit when their IPC channel to the launcher closes).
+ */
+export async function launch(cfg: TrainConfig, io: LaunchIo): Promise<number> {
+  const worldSize = cfg.workers * cfg.nnodes;
+  await fs.mkdir(cfg.out, { recursive: true });
+  let current: Proc[] = [];
+  let stopping: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = sig;
+    io.error(`\nlauncher: ${sig} received, stopping ${current.length} process(es)`);
+    void stopAll(current);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    let resume = cfg.resume;
+    for (let attempt = 0; ; attempt++) {
+      const attemptCfg: TrainConfig = { ...cfg, resume };
+      const failure = await runAttempt(attemptCfg, worldSize, attempt, io, (procs) => (current = procs));
+      if (stopping) return stopping === 'SIGINT' ? 130 : 143;
+      if (!failure) return 0;
+      if (attempt >= cfg.maxRestarts) {
+        io.error(`error: training failed: ${failure}${cfg.maxRestarts > 0 ? ` (after ${cfg.maxRestarts} restart(s))` : ''}. Logs: ${cfg.out}`);
+        return 1;
+      }
+      const last = await latestCheckpointFile(cfg.out);
+      resume = last ?? cfg.resume;
+      io.error(`launcher: ${failure}; restart ${attempt + 1}/${cfg.maxRestarts} from ${resume ?? 'scratch (no checkpoint yet)'}`);
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** One attempt: start everything, wait for success or the first failure, stop the rest. */
+async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, io: LaunchIo, track: (p: Proc[]) => void): Promise<string | undefined> {
+  const procs: Proc[] = [];
+  track(procs);
+  let url = cfg.coordinator;
+  try {
+    if (worldSize > 1 && !url) {
+      const coord = startChild('coordinator', undefined, entry('coordinator', 'GOOGLENET_COORDINATOR_ENTRY'), {
+        GOOGLENET_COORDINATOR_OPTIONS: JSON.stringify({
+          host: cfg.host, port: cfg.port, worldSize, runId: runIdOf(cfg), token: cfg.token,
+          tls: cfg.tlsCert && cfg.tlsKey ? { cert: cfg.tlsCert, key: cfg.tlsKey } : undefined,
+          roundTimeoutMs: Math.round(cfg.roundTimeout * 1000),
+        }),
+      }, io, 'pipe');
+      procs.push(coord);
+      url = await readUrl(coord);
+    }
+    for (let local = 0; local < cfg.workers; local++) {
+      const rank = cfg.nodeRank * cfg.workers + local;
+      const device = String(cfg.gpus?.[local] ?? local);
+      procs.push(
+        startChild(`rank ${rank}`, rank, entry('worker', 'GOOGLENET_WORKER_ENTRY'), {
+          RANK: String(rank), WORLD_SIZE: String(worldSize), LOCAL_RANK: String(local), LOCAL_WORLD_SIZE: String(cfg.workers),
+          GROUP_RANK: String(cfg.nodeRank),
+          ...(url ? { GOOGLENET_COORDINATOR_URL: url } : {}),
+          CUDA_VISIBLE_DEVICES: device,
+          TF_FORCE_GPU_ALLOW_GROWTH: 'true',
+          GOOGLENET_ATTEMPT: String(attempt),
+          GOOGLENET_TTY: io.tty && rank === 0 ? '1' : '0',
+          GOOGLENET_CONFIG_JSON: JSON.stringify(cfg),
+        }, io, rank === 0 ? 'inherit' : 'ignore'),
+      );
+    }
+    return await firstFailure(procs, cfg.workers);
+  } catch (e) {
+    return (e as Error).message;
+  } finally {
+    await stopAll(procs);
+  }
+}
+
+function startChild(name: string, rank: number | undefined, file: string, env: Record<string, string>, io: LaunchIo, stdout: 'inherit' | 'pipe' | 'ignore'): Proc {
+  const child = spawn(process.execPath, [...process.execArgv, file], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', stdout, 'pipe', 'ipc'],
+  });
+  readline.createInterface({ input: child.stderr! }).on('line', (line) => io.error(`[${name}] ${line}`));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+    child.on('error', () => resolve({ code: -1, signal: null }));
+  });
+  return { name, rank, child, exited };
+}
+
+/** The coordinator child prints one JSON line with its address when it listens. */
+async function readUrl(p: Proc): Promise<string> {
+  const lines = readline.createInterface({ input: p.child.stdout! });
+  const got = new Promise<string>((resolve, reject) => {
+    lines.on('line', (line) => {
+      try {
+        const m = JSON.parse(line) as { url?: string };
+        if (m.url) resolve(m.url);
+      } catch {
+        /* other output */
+      }
+    });
+    void p.exited.then((x) => reject(new Error(`the coordinator exited before listening (${describeExit(x)})`)));
+  });
+  return got;
+}
+
+/** Resolves with undefined when every worker exited 0, or with the first failure's description. */
+async function firstFailure(procs: Proc[], workers: number): Promise<string | undefined> {
+  let succeeded = 0;
+  return new Promise((resolve) => {
+    for (const p of procs) {
+      void p.exited.then((x) => {
+        if (p.rank !== undefined && x.code === 0) {
+          if (++succeeded === workers) resolve(undefined);
+          return;
+        }
+        if (p.rank === undefined && succeeded === workers) return;
+        resolve(`${p.name} ${describeExit(x)}`);
+      });
+    }
+  });
+}
+
+function describeExit(x: { code: number | null; signal: NodeJS.Signals | null }): string {
+  return x.signal ? `was killed by ${x.signal}` : `exited with code ${x.code}`;
+}
+
+/** SIGTERM, then SIGKILL whatever is still there after a grace period. */
+async function stopAll(procs: Proc[], graceMs = 3000): Promise<void> {
+  const alive = procs.filter((p) => p.child.exitCode === null && p.child.signalCode === null);
+  for (const p of alive) p.child.kill('SIGTERM');
+  const timer = setTimeout(() => alive.forEach((p) => p.child.kill('SIGKILL')), graceMs);
+  await Promise.all(alive.map((p) => p.exited));
+  clearTimeout(timer);
+}
+

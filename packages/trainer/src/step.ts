@@ -1,0 +1,177 @@
+import * as tf from '@tensorflow/tfjs';
+import { computeGradients, type GoogLeNet } from '@googlenet/model';
+import type { Batch } from '@googlenet/dataloader';
+import { readInto } from './host';
+import type { GradientReducer } from './reducer';
+import type { Sgd } from './optim';
+
+/** Milliseconds spent in each phase of one optimizer step. */
+export interface StepTimes {
+  data: number;
+  compute: number;
+  reduce: number;
+  apply: number;
+}
+
+/** Global (all ranks) figures of one step. */
+export interface StepResult {
+  loss: number;
+  top1: number;
+  top5: number;
+  samples: number;
+  times: StepTimes;
+}
+
+export interface TrainStepOptions {
+  auxWeight: number;
+  /** Micro-batches per optimizer step on this worker. */
+  accumulate: number;
+  batchSize: number;
+  imageSize: number;
+  seed: number;
+  rank: number;
+}
+
+/** Loss sum, top-1 correct, top-5 correct, samples: summed over micro-batches and ranks. */
+const M_LOSS = 0, M_TOP1 = 1, M_TOP5 = 2, M_COUNT = 3;
+
+/**
+ * One data-parallel optimizer step with named phases:
+ *   data    - take `accumulate` micro-batches from the loader
+ *   compute - forward (training) + loss + gradients per micro-batch, averaged over micro-batches
+ *   reduce  - average gradients and BatchNorm running statistics over ranks (one coordinator round)
+ *   apply   - SGD on the averaged gradients; assign the averaged running statistics
+ * Gradients and running statistics travel in one reused Float32Array laid out as the model signature
+ * (params, then BN buffers), so every rank ends the step with the same full model state.
+ */
+export class TrainStep {
+  readonly flat: Float32Array;
+  private readonly metrics = new Float64Array(4);
+  private readonly paramOffsets: number[] = [];
+  private readonly bufferOffsets: number[] = [];
+  private readonly topK: number;
+
+  constructor(
+    private readonly model: GoogLeNet,
+    private readonly sgd: Sgd,
+    private readonly reducer: GradientReducer,
+    private readonly opts: TrainStepOptions,
+  ) {
+    let off = 0;
+    for (const p of model.params) {
+      this.paramOffsets.push(off);
+      off += p.variable.size;
+    }
+    for (const b of model.buffers) {
+      this.bufferOffsets.push(off);
+      off += b.variable.size;
+    }
+    this.flat = new Float32Array(off);
+    this.topK = Math.min(5, model.numClasses);
+  }
+
+  /** Dropout masks depend only on (seed, step, global micro-batch slot): N workers x A equals 1 worker x N*A. */
+  dropoutSeed(step: number, slot: number): number {
+    let h = (this.opts.seed ^ 0x9e3779b9) >>> 0;
+    for (const v of [step, slot]) {
+      h = Math.imul(h ^ v, 0x85ebca6b) >>> 0;
+      h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+      h = (h ^ (h >>> 16)) >>> 0;
+    }
+    return h;
+  }
+
+  async run(step: number, nextBatch: () => Promise<Batch>, lr: number): Promise<StepResult> {
+    const { accumulate } = this.opts;
+    const times: StepTimes = { data: 0, compute: 0, reduce: 0, apply: 0 };
+    this.metrics.fill(0);
+    let acc: tf.Tensor[] | undefined;
+    for (let m = 0; m < accumulate; m++) {
+      let t = performance.now();
+      const batch = await nextBatch();
+      times.data += performance.now() - t;
+      t = performance.now();
+      const slot = this.opts.rank * accumulate + m;
+      const { figures, parts } = this.microBatch(batch, this.dropoutSeed(step, slot));
+      this.metrics[M_LOSS] += figures[0]!;
+      this.metrics[M_TOP1] += figures[1]!;
+      this.metrics[M_TOP5] += figures[2]!;
+      this.metrics[M_COUNT] += batch.size;
+      if (accumulate === 1) {
+        this.writeFlat(parts);
+        tf.dispose(parts);
+      } else if (acc === undefined) {
+        acc = parts;
+      } else {
+        const prev = acc;
+        acc = tf.tidy(() => prev.map((a, i) => tf.add(a, parts[i]!)));
+        tf.dispose(prev);
+        tf.dispose(parts);
+      }
+      times.compute += performance.now() - t;
+    }
+    if (acc !== undefined) {
+      const t = performance.now();
+      const scaled = tf.tidy(() => acc!.map((a) => tf.div(a, accumulate)));
+      this.writeFlat(scaled);
+      tf.dispose(scaled);
+      tf.dispose(acc);
+      times.compute += performance.now() - t;
+    }
+
+    let t = performance.now();
+    await this.reducer.allReduce(this.flat, this.metrics);
+    times.reduce = performance.now() - t;
+
+    t = performance.now();
+    this.apply(lr);
+    times.apply = performance.now() - t;
+
+    const n = this.metrics[M_COUNT]!;
+    return { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
+  }
+
+  /** Gradients then running statistics of one micro-batch (kept tensors) and its loss/accuracy figures. */
+  private microBatch(batch: Batch, dropoutSeed: number): { figures: Float32Array; parts: tf.Tensor[] } {
+    const { batchSize, imageSize, auxWeight } = this.opts;
+    let figures!: Float32Array;
+    const parts = tf.tidy(() => {
+      const x = tf.tensor4d(batch.images, [batchSize, imageSize, imageSize, 3]);
+      const y = tf.tensor1d(batch.labels, 'int32');
+      const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed });
+      figures = tf.stack([tf.mul(r.loss, batch.size), ...correctCounts(r.logits, y, this.topK)]).dataSync() as Float32Array;
+      return [...r.grads, ...r.runningStats];
+    });
+    return { figures, parts };
+  }
+
+  private writeFlat(parts: readonly tf.Tensor[]): void {
+    const offsets = [...this.paramOffsets, ...this.bufferOffsets];
+    parts.forEach((p, i) => readInto(p, this.flat, offsets[i]!));
+  }
+
+  private apply(lr: number): void {
+    const { params, buffers } = this.model;
+    // On wasm, tf.tensor() copies into the wasm heap; elsewhere the backend may keep a reference to the
+    // array we hand it, and `flat` is overwritten next step, so those backends get a copy.
+    const copy = tf.getBackend() !== 'wasm';
+    const view = (off: number, v: tf.Variable) => {
+      const a = this.flat.subarray(off, off + v.size);
+      return tf.tensor(copy ? a.slice() : a, v.shape, 'float32');
+    };
+    tf.tidy(() => {
+      const grads = params.map((p, i) => view(this.paramOffsets[i]!, p.variable));
+      this.sgd.step(grads, lr);
+      this.model.assignRunningStats(buffers.map((b, i) => view(this.bufferOffsets[i]!, b.variable)));
+    });
+  }
+}
+
+/** Top-1 and top-k correct counts of a batch, as scalars. */
+export function correctCounts(logits: tf.Tensor2D, labels: tf.Tensor1D, k: number): [tf.Scalar, tf.Scalar] {
+  const top1 = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32'));
+  const { indices } = tf.topk(logits, k);
+  const hit = tf.equal(indices, tf.expandDims(labels, 1));
+  const topk = tf.sum(tf.cast(tf.any(hit, 1), 'float32'));
+  return [top1 as tf.Scalar, topk as tf.Scalar];
+}

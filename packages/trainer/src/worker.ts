@@ -1,0 +1,299 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { GoogLeNet, googlenetLoss, saveWeights, selectBackend, type BackendInfo } from '@googlenet/model';
+import { createDataLoader, type DataLoader, type LoaderState } from '@googlenet/dataloader';
+import { CoordinatorClient } from '@googlenet/coordinator';
+import { publicConfig, type TrainConfig } from './config';
+import { TrainerError } from './errors';
+import type { WorkerIdentity } from './identity';
+import { Sgd } from './optim';
+import { learningRate } from './schedule';
+import { CoordinatorReducer, LocalReducer, type GradientReducer } from './reducer';
+import { correctCounts, TrainStep, type StepTimes } from './step';
+import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, encodeCheckpoint, findResumeCheckpoint, restoreCheckpoint, writeCheckpoint, type CheckpointMeta, type DecodedCheckpoint } from './checkpoint';
+import { Progress, formatDuration } from './progress';
+import { renderChart } from './chart';
+import { readInto } from './host';
+import { runIdOf } from './run-id';
+
+/** Where a worker's words go. Rank 0 talks to the user; every rank keeps a log. */
+export interface WorkerIo {
+  /** User-facing output (rank 0: the terminal). */
+  write(s: string): void;
+  /** Whether `write` reaches a terminal that can redraw a progress bar. */
+  tty: boolean;
+}
+
+export interface EvalResult {
+  loss: number;
+  top1: number;
+  top5: number;
+  samples: number;
+}
+
+export interface RunSummary {
+  steps: number;
+  epochs: number;
+  backend: BackendInfo['name'];
+  worldSize: number;
+  seconds: number;
+  imgPerSec: number;
+  finalTrain?: { loss: number; top1: number };
+  finalEval?: EvalResult;
+  /** Total milliseconds per phase over the run (this rank). */
+  times: StepTimes;
+  /** Tensors alive after the first and after the last step (must be equal). */
+  numTensors: { first: number; last: number };
+  checkpointFailures: number;
+  outDir: string;
+}
+
+/**
+ * Runs one rank of a training job to the end: backend, data, model, rendezvous and state broadcast,
+ * the step loop, evaluation, checkpoints, and (rank 0) metrics, chart and final weights.
+ */
+export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: WorkerIo): Promise<RunSummary> {
+  const lead = id.rank === 0;
+  await fs.mkdir(cfg.out, { recursive: true });
+  const logFile = path.join(cfg.out, lead ? 'train.log' : `worker-${id.rank}.log`);
+  const logLines: string[] = [];
+  const progress = new Progress({ tty: lead && io.tty, logEvery: cfg.logEvery, write: (s) => (lead ? io.write(s) : undefined) });
+  const say = (line: string) => {
+    logLines.push(line);
+    if (lead) progress.line(line);
+  };
+  const flushLog = () => fs.appendFile(logFile, logLines.splice(0).map((l) => l + '\n').join(''));
+
+  const backend = await selectBackend(cfg.backend, { log: () => {} });
+  say(`[rank ${id.rank}/${id.worldSize}] ${backend.line}${id.device !== undefined ? ` (CUDA_VISIBLE_DEVICES=${id.device})` : ''}`);
+  if (lead) {
+    say(`config: ${JSON.stringify(publicConfig(cfg))}`);
+    await fs.writeFile(path.join(cfg.out, 'config.json'), JSON.stringify(publicConfig(cfg), null, 2) + '\n');
+  }
+
+  let resumed: { file: string; ckpt: DecodedCheckpoint } | undefined;
+  if (cfg.resume) {
+    resumed = await findResumeCheckpoint(cfg.resume, say);
+    say(`resuming from ${resumed.file} at step ${resumed.ckpt.meta.step}`);
+  }
+
+  const slots = id.worldSize * cfg.accumulate;
+  const loader = await createDataLoader({
+    dataset: cfg.dataset, dataDir: cfg.dataDir, split: 'train', imageSize: cfg.imageSize, batchSize: cfg.batchSize,
+    rank: id.rank, worldSize: id.worldSize, accumulate: cfg.accumulate, seed: cfg.seed,
+    shuffle: true, augment: true, pad: true, threads: cfg.decodeThreads, onBadSample: 'skip',
+    state: resumed?.ckpt.meta.sampler,
+  });
+  const stepsPerEpoch = loader.batchesPerEpoch;
+  const totalSteps = cfg.steps ?? (cfg.epochs ?? 1) * stepsPerEpoch;
+  say(`data: ${cfg.dataset} ${loader.datasetSize} training samples, ${loader.numClasses} classes; ${slots} slot(s) x batch ${cfg.batchSize} = ${slots * cfg.batchSize} samples/step; ${stepsPerEpoch} steps/epoch; ${totalSteps} steps`);
+
+  const model = new GoogLeNet({ numClasses: loader.numClasses, aux: true, seed: cfg.seed });
+  const sgd = new Sgd(model.params.map((p) => p.variable), { momentum: cfg.momentum, weightDecay: cfg.weightDecay });
+  if (resumed) restoreCheckpoint(resumed.ckpt, model, sgd, resumed.file);
+
+  let reducer: GradientReducer = new LocalReducer();
+  if (id.worldSize > 1) {
+    if (!id.coordinatorUrl) throw new TrainerError('BAD_ENV', `rank ${id.rank} of ${id.worldSize} has no coordinator address`);
+    const client = await CoordinatorClient.connect({
+      url: id.coordinatorUrl, rank: id.rank, worldSize: id.worldSize, runId: runIdOf(cfg),
+      signature: model.signature(), token: cfg.token,
+      ca: cfg.tlsCa ? await fs.readFile(cfg.tlsCa, 'utf8') : undefined,
+      bucketBytes: Math.round(cfg.bucketMb * 1024 * 1024), gradCompression: cfg.gradCompression,
+      timeoutMs: Math.round(cfg.roundTimeout * 1000),
+    });
+    reducer = new CoordinatorReducer(client, id.worldSize);
+    say(`[rank ${id.rank}] joined the coordinator at ${id.coordinatorUrl} (world size ${id.worldSize})`);
+  }
+
+  const closeAll = async () => {
+    await Promise.allSettled([reducer.close(), loader.close()]);
+  };
+  try {
+    // Every rank starts from rank 0's exact state, whatever it initialised or loaded.
+    await broadcastState(reducer, model, sgd);
+
+    const trainStep = new TrainStep(model, sgd, reducer, {
+      auxWeight: cfg.auxWeight, accumulate: cfg.accumulate, batchSize: cfg.batchSize, imageSize: cfg.imageSize, seed: cfg.seed, rank: id.rank,
+    });
+    const metricsFile = lead ? await fs.open(path.join(cfg.out, 'metrics.jsonl'), resumed ? 'a' : 'w') : undefined;
+    const record = async (o: object) => {
+      if (metricsFile) await metricsFile.write(JSON.stringify(o) + '\n');
+    };
+    const history = { steps: [] as { step: number; loss: number; top1: number }[], evals: [] as { step: number; top1: number; top5: number }[] };
+    const times: StepTimes = { data: 0, compute: 0, reduce: 0, apply: 0 };
+    const schedule = { lr: cfg.lr, schedule: cfg.lrSchedule, warmupSteps: cfg.warmup, totalSteps, stepsPerEpoch, stepEpochs: cfg.stepEpochs, gamma: cfg.gamma };
+    const startStep = resumed?.ckpt.meta.step ?? 0;
+    const started = performance.now();
+    let samples = 0;
+    let tensorsFirst = -1;
+    let lastTrain: { loss: number; top1: number } | undefined;
+    let lastEval: EvalResult | undefined;
+    let lastEvalStep = -1;
+    let checkpointFailures = 0;
+
+    const evaluateNow = async (step: number) => {
+      lastEval = await evaluate(cfg, id, model, reducer);
+      lastEvalStep = step;
+      history.evals.push({ step, top1: lastEval.top1, top5: lastEval.top5 });
+      say(`eval @ step ${step}: top-1 ${(lastEval.top1 * 100).toFixed(2)}%  top-5 ${(lastEval.top5 * 100).toFixed(2)}%  loss ${lastEval.loss.toFixed(4)}  (${lastEval.samples} samples)`);
+      await record({ type: 'eval', step, epoch: step / stepsPerEpoch, ...lastEval });
+    };
+
+    for (let step = startStep; step < totalSteps; step++) {
+      const lr = learningRate(schedule, step);
+      const t0 = performance.now();
+      const r = await trainStep.run(step, async () => {
+        const b = await loader.next();
+        if (!b) throw new TrainerError('DATA_EXHAUSTED', 'the training loader ended; it should cycle epochs');
+        return b;
+      }, lr);
+      const wall = performance.now() - t0;
+      for (const k of Object.keys(times) as (keyof StepTimes)[]) times[k] += r.times[k];
+      samples += r.samples;
+      const done = step + 1;
+      if (tensorsFirst < 0) tensorsFirst = tf.memory().numTensors;
+      lastTrain = { loss: r.loss, top1: r.top1 };
+      if (!Number.isFinite(r.loss)) {
+        throw new TrainerError('LOSS_NOT_FINITE', `loss became ${r.loss} at step ${done}; lower --lr (now ${cfg.lr}) or add --warmup`);
+      }
+      const epochFloat = done / stepsPerEpoch;
+      history.steps.push({ step: done, loss: r.loss, top1: r.top1 });
+      const imgPerSec = (r.samples / wall) * 1000;
+      await record({ type: 'step', step: done, epoch: epochFloat, lr, loss: r.loss, top1: r.top1, top5: r.top5, samples: r.samples, imgPerSec, ms: { wall, ...r.times }, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6) });
+      progress.update({ step: done, total: totalSteps, epoch: Math.ceil(epochFloat - 1e-9), loss: r.loss, top1: r.top1, imgPerSec, lr });
+
+      const epochEnd = done % stepsPerEpoch === 0;
+      if ((cfg.evalEvery > 0 && done % cfg.evalEvery === 0) || (cfg.evalEvery === 0 && epochEnd) || done === totalSteps) {
+        await evaluateNow(done);
+      }
+      if ((cfg.checkpointEvery > 0 && done % cfg.checkpointEvery === 0) || epochEnd) {
+        if (lead) {
+          try {
+            const file = await saveCheckpoint(cfg, model, sgd, loader.state(), done, stepsPerEpoch);
+            say(`checkpoint: ${file}`);
+          } catch (e) {
+            checkpointFailures++;
+            say(`error: ${(e as Error).message}`);
+          }
+        }
+      }
+      if (lead && logLines.length > 50) await flushLog();
+    }
+    if (lastEvalStep !== totalSteps && startStep === totalSteps) await evaluateNow(totalSteps);
+
+    const seconds = (performance.now() - started) / 1000;
+    const summary: RunSummary = {
+      steps: totalSteps, epochs: totalSteps / stepsPerEpoch, backend: backend.name, worldSize: id.worldSize, seconds,
+      imgPerSec: samples / Math.max(1e-9, seconds), finalTrain: lastTrain, finalEval: lastEval, times,
+      numTensors: { first: tensorsFirst, last: tf.memory().numTensors }, checkpointFailures, outDir: cfg.out,
+    };
+    if (lead) {
+      progress.done();
+      await saveWeights(model, path.join(cfg.out, 'model.safetensors'));
+      await fs.writeFile(path.join(cfg.out, 'chart.svg'), renderChart({
+        ...history, epochSteps: Array.from({ length: Math.floor(totalSteps / stepsPerEpoch) }, (_, i) => (i + 1) * stepsPerEpoch),
+        title: `GoogLeNet on ${cfg.dataset} ${cfg.imageSize}px, ${id.worldSize} worker(s) x batch ${cfg.batchSize}${cfg.accumulate > 1 ? ` x ${cfg.accumulate}` : ''}, ${backend.name}`,
+      }));
+      await fs.writeFile(path.join(cfg.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+      await metricsFile?.close();
+      for (const line of summaryLines(summary)) say(line);
+    }
+    await flushLog();
+    if (checkpointFailures > 0 && lead) {
+      throw new TrainerError('CHECKPOINT_WRITE_FAILED', `${checkpointFailures} checkpoint(s) failed to write during the run (see ${logFile}); the final weights were written`);
+    }
+    return summary;
+  } catch (e) {
+    say(`[rank ${id.rank}] error: ${(e as Error).message}`);
+    await flushLog().catch(() => {});
+    throw e;
+  } finally {
+    await closeAll();
+    model.dispose();
+    sgd.dispose();
+  }
+}
+
+/** Checkpoint writing, with the metadata that makes a resume exact. */
+async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, sampler: LoaderState, step: number, stepsPerEpoch: number): Promise<string> {
+  const meta: CheckpointMeta = {
+    format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, epoch: Math.floor(step / stepsPerEpoch), sampler,
+    optimizer: { type: 'sgd', started: sgd.state().started, momentum: cfg.momentum, weightDecay: cfg.weightDecay, layout: 'tfjs' },
+    config: publicConfig(cfg), seeds: { seed: cfg.seed }, createdAt: new Date().toISOString(),
+  };
+  return writeCheckpoint(cfg.out, step, encodeCheckpoint(model, sgd, meta), { keep: cfg.keep });
+}
+
+/** Rank 0's params, BN statistics, momentum buffers and counters overwrite every other rank's. */
+async function broadcastState(reducer: GradientReducer, model: GoogLeNet, sgd: Sgd): Promise<void> {
+  if (reducer.worldSize === 1) return;
+  const vars = [...model.params.map((p) => p.variable), ...model.buffers.map((b) => b.variable), ...sgd.state().buffers];
+  const size = vars.reduce((n, v) => n + v.size, 0);
+  const flat = new Float32Array(size + 2);
+  let off = 0;
+  for (const v of vars) {
+    readInto(v, flat, off);
+    off += v.size;
+  }
+  flat[off] = model.numBatchesTracked;
+  flat[off + 1] = sgd.state().started ? 1 : 0;
+  await reducer.broadcast(flat);
+  off = 0;
+  tf.tidy(() => {
+    for (const v of vars) {
+      v.assign(tf.tensor(flat.slice(off, off + v.size), v.shape));
+      off += v.size;
+    }
+  });
+  model.numBatchesTracked = flat[off]!;
+  sgd.markStarted(flat[off + 1] === 1);
+}
+
+/** Top-1/top-5 and loss over this rank's slice of the test split, summed over ranks as (sum, count) pairs. */
+export async function evaluate(cfg: TrainConfig, id: WorkerIdentity, model: GoogLeNet, reducer: GradientReducer): Promise<EvalResult> {
+  const loader: DataLoader = await createDataLoader({
+    dataset: cfg.dataset, dataDir: cfg.dataDir, split: 'test', imageSize: cfg.imageSize, batchSize: cfg.batchSize,
+    rank: id.rank, worldSize: id.worldSize, seed: cfg.seed, shuffle: false, augment: false, pad: false, dropLast: false,
+    threads: cfg.decodeThreads, onBadSample: 'skip',
+  });
+  const m = new Float64Array(4);
+  const k = Math.min(5, model.numClasses);
+  const px = cfg.imageSize * cfg.imageSize * 3;
+  try {
+    for (;;) {
+      const b = (await loader.next()) as Awaited<ReturnType<DataLoader['next']>> | null;
+      if (!b || b.size === 0) break;
+      const f = tf.tidy(() => {
+        const x = tf.tensor4d(b.images.subarray(0, b.size * px), [b.size, cfg.imageSize, cfg.imageSize, 3]);
+        const y = tf.tensor1d(b.labels.subarray(0, b.size), 'int32');
+        const out = model.forward(x, { training: false });
+        const loss = googlenetLoss({ main: out.main }, y, 0);
+        return tf.stack([tf.mul(loss, b.size), ...correctCounts(out.main, y, k)]).dataSync();
+      });
+      m[0] += f[0]!;
+      m[1] += f[1]!;
+      m[2] += f[2]!;
+      m[3] += b.size;
+    }
+  } finally {
+    await loader.close();
+  }
+  await reducer.reduceMetrics(m);
+  const n = Math.max(1, m[3]!);
+  return { loss: m[0]! / n, top1: m[1]! / n, top5: m[2]! / n, samples: m[3]! };
+}
+
+export function summaryLines(s: RunSummary): string[] {
+  const total = s.times.data + s.times.compute + s.times.reduce + s.times.apply;
+  const pct = (v: number) => `${((100 * v) / Math.max(1e-9, total)).toFixed(0)}%`;
+  return [
+    '',
+    `summary: ${s.steps} steps (${s.epochs.toFixed(2)} epochs) on ${s.worldSize} worker(s), backend ${s.backend}, ${formatDuration(s.seconds)}, ${s.imgPerSec.toFixed(1)} img/s`,
+    s.finalTrain ? `  final train: loss ${s.finalTrain.loss.toFixed(4)}, top-1 ${(s.finalTrain.top1 * 100).toFixed(2)}% (last batch)` : '',
+    s.finalEval ? `  final eval:  top-1 ${(s.finalEval.top1 * 100).toFixed(2)}%, top-5 ${(s.finalEval.top5 * 100).toFixed(2)}%, loss ${s.finalEval.loss.toFixed(4)} on ${s.finalEval.samples} samples` : '',
+    `  time went to: data ${pct(s.times.data)}, compute ${pct(s.times.compute)}, reduce ${pct(s.times.reduce)}, apply ${pct(s.times.apply)}`,
+    `  run folder: ${s.outDir} (config.json, train.log, metrics.jsonl, chart.svg, model.safetensors, checkpoints/)`,
+  ].filter((l) => l !== '');
+}
