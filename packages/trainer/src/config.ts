@@ -8,6 +8,7 @@ import type { LrScheduleName } from './schedule';
 export const TRAIN_FLAGS = {
   dataset: { type: 'enum', values: ['synthetic', 'fashion-mnist', 'cifar10', 'imagefolder', 'shards'], default: 'synthetic', help: 'data set' },
   'data-dir': { type: 'string', help: 'data folder (fashion-mnist defaults to /usr/share/datasets/fashion-mnist)' },
+  'num-classes': { type: 'int', min: 1, help: 'classifier width (default: the data set\'s class count)' },
   'image-size': { type: 'int', min: 28, max: 512, default: 32, help: 'training crop size in pixels (the seed uses 224)' },
   'batch-size': { type: 'int', min: 1, default: 32, help: 'samples per micro-batch, per worker' },
   epochs: { type: 'int', min: 1, help: 'epochs to train (default 1 unless --steps is given)' },
@@ -25,6 +26,7 @@ export const TRAIN_FLAGS = {
   seed: { type: 'int', min: 0, default: 0, help: 'seed for initialisation, sampling, augmentation and dropout' },
   out: { type: 'string', help: 'run folder (default runs/<date>-<time>)' },
   'eval-every': { type: 'int', min: 0, default: 0, help: 'evaluate every N steps (0: at each epoch end and at the end)' },
+  eval: { type: 'boolean', default: true, help: 'evaluate on the test split (--no-eval: never)' },
   'log-every': { type: 'int', min: 1, default: 10, help: 'log a line every N steps when not on a terminal' },
   'grad-compression': { type: 'enum', values: ['none', 'fp16'], default: 'none', help: 'gradient wire format' },
   'bucket-mb': { type: 'number', min: 0.001, default: 25, help: 'gradient bucket size in MB' },
@@ -54,6 +56,7 @@ export const TRAIN_USAGE = 'Usage: nx run trainer:train [options]   (or: npx tsx
 export interface TrainConfig {
   dataset: 'synthetic' | 'fashion-mnist' | 'cifar10' | 'imagefolder' | 'shards';
   dataDir?: string;
+  numClasses?: number;
   imageSize: number;
   batchSize: number;
   epochs?: number;
@@ -71,6 +74,7 @@ export interface TrainConfig {
   seed: number;
   out: string;
   evalEvery: number;
+  eval: boolean;
   logEvery: number;
   gradCompression: 'none' | 'fp16';
   bucketMb: number;
@@ -136,6 +140,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
   const cfg: TrainConfig = {
     dataset: f.dataset as TrainConfig['dataset'],
     dataDir: f.dataDir as string | undefined,
+    numClasses: f.numClasses as number | undefined,
     imageSize: f.imageSize as number,
     batchSize: f.batchSize as number,
     epochs: f.epochs as number | undefined,
@@ -153,6 +158,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     seed: f.seed as number,
     out: path.resolve((f.out as string | undefined) ?? (f.resume ? runFolderOf(String(f.resume)) : path.join('runs', stamp))),
     evalEvery: f.evalEvery as number,
+    eval: f.eval as boolean,
     logEvery: f.logEvery as number,
     gradCompression: f.gradCompression as 'none' | 'fp16',
     bucketMb: f.bucketMb as number,

@@ -10,7 +10,7 @@ export {
   encodeCheckpoint, decodeCheckpoint, restoreCheckpoint, writeCheckpoint, findResumeCheckpoint, latestCheckpointFile,
   checkpointDir, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type CheckpointMeta, type DecodedCheckpoint, type CheckpointFs,
 } from './checkpoint';
-export { runWorker, evaluate, summaryLines, type RunSummary, type EvalResult, type WorkerIo } from './worker';
+export { runWorker, evaluate, weightsDigest, summaryLines, type RunSummary, type EvalResult, type WorkerIo } from './worker';
 export { runIdOf } from './run-id';
 export { launch, type LaunchIo } from './launcher';
 export { renderChart, type ChartData } from './chart';

@@ -99,11 +99,16 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
         }, io, rank === 0 ? 'inherit' : 'ignore'),
       );
     }
+    // Where each process of this attempt runs, for operators (and the failure tests that kill one).
+    await fs.writeFile(path.join(cfg.out, 'processes.json'), JSON.stringify({
+      attempt, launcher: process.pid, coordinatorUrl: url,
+      processes: procs.map((p) => ({ name: p.name, rank: p.rank, pid: p.child.pid })),
+    }, null, 2) + '\n');
     return await firstFailure(procs, cfg.workers);
   } catch (e) {
     return (e as Error).message;
   } finally {
-    await stopAll(procs);
+    await stopAll(procs, 2000);
   }
 }
 
@@ -158,9 +163,16 @@ function describeExit(x: { code: number | null; signal: NodeJS.Signals | null })
   return x.signal ? `was killed by ${x.signal}` : `exited with code ${x.code}`;
 }
 
-/** SIGTERM, then SIGKILL whatever is still there after a grace period. */
-async function stopAll(procs: Proc[], graceMs = 3000): Promise<void> {
-  const alive = procs.filter((p) => p.child.exitCode === null && p.child.signalCode === null);
+/**
+ * Stops an attempt's processes: after a failure the survivors first get `waitMs` to notice it themselves
+ * (the coordinator aborts their round; they print why and exit), then SIGTERM, then SIGKILL.
+ */
+async function stopAll(procs: Proc[], waitMs = 0, graceMs = 3000): Promise<void> {
+  const isAlive = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
+  if (waitMs > 0 && procs.some(isAlive)) {
+    await Promise.race([Promise.all(procs.filter(isAlive).map((p) => p.exited)), new Promise((r) => setTimeout(r, waitMs))]);
+  }
+  const alive = procs.filter(isAlive);
   for (const p of alive) p.child.kill('SIGTERM');
   const timer = setTimeout(() => alive.forEach((p) => p.child.kill('SIGKILL')), graceMs);
   await Promise.all(alive.map((p) => p.exited));

@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { GoogLeNet, googlenetLoss, saveWeights, selectBackend, type BackendInfo } from '@googlenet/model';
@@ -89,7 +90,10 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
   const totalSteps = cfg.steps ?? (cfg.epochs ?? 1) * stepsPerEpoch;
   say(`data: ${cfg.dataset} ${loader.datasetSize} training samples, ${loader.numClasses} classes; ${slots} slot(s) x batch ${cfg.batchSize} = ${slots * cfg.batchSize} samples/step; ${stepsPerEpoch} steps/epoch; ${totalSteps} steps`);
 
-  const model = new GoogLeNet({ numClasses: loader.numClasses, aux: true, seed: cfg.seed });
+  if (cfg.numClasses !== undefined && cfg.numClasses < loader.numClasses) {
+    throw new TrainerError('BAD_FLAG', `--num-classes=${cfg.numClasses} is below the ${loader.numClasses} classes of ${cfg.dataset}`);
+  }
+  const model = new GoogLeNet({ numClasses: cfg.numClasses ?? loader.numClasses, aux: true, seed: cfg.seed });
   const sgd = new Sgd(model.params.map((p) => p.variable), { momentum: cfg.momentum, weightDecay: cfg.weightDecay });
   if (resumed) restoreCheckpoint(resumed.ckpt, model, sgd, resumed.file);
 
@@ -165,7 +169,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
       progress.update({ step: done, total: totalSteps, epoch: Math.ceil(epochFloat - 1e-9), loss: r.loss, top1: r.top1, imgPerSec, lr });
 
       const epochEnd = done % stepsPerEpoch === 0;
-      if ((cfg.evalEvery > 0 && done % cfg.evalEvery === 0) || (cfg.evalEvery === 0 && epochEnd) || done === totalSteps) {
+      if (cfg.eval && ((cfg.evalEvery > 0 && done % cfg.evalEvery === 0) || (cfg.evalEvery === 0 && epochEnd) || done === totalSteps)) {
         await evaluateNow(done);
       }
       if ((cfg.checkpointEvery > 0 && done % cfg.checkpointEvery === 0) || epochEnd) {
@@ -181,9 +185,11 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
       }
       if (lead && logLines.length > 50) await flushLog();
     }
-    if (lastEvalStep !== totalSteps && startStep === totalSteps) await evaluateNow(totalSteps);
+    if (cfg.eval && lastEvalStep !== totalSteps && startStep === totalSteps) await evaluateNow(totalSteps);
 
     const seconds = (performance.now() - started) / 1000;
+    // Every rank must hold bit-identical weights; the digest in each rank's log lets anyone check.
+    say(`[rank ${id.rank}] weights sha256: ${weightsDigest(model)}`);
     const summary: RunSummary = {
       steps: totalSteps, epochs: totalSteps / stepsPerEpoch, backend: backend.name, worldSize: id.worldSize, seconds,
       imgPerSec: samples / Math.max(1e-9, seconds), finalTrain: lastTrain, finalEval: lastEval, times,
@@ -224,6 +230,16 @@ async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, samp
     config: publicConfig(cfg), seeds: { seed: cfg.seed }, createdAt: new Date().toISOString(),
   };
   return writeCheckpoint(cfg.out, step, encodeCheckpoint(model, sgd, meta), { keep: cfg.keep });
+}
+
+/** sha256 of every param and BN buffer, in signature order. */
+export function weightsDigest(model: GoogLeNet): string {
+  const h = createHash('sha256');
+  for (const v of [...model.params, ...model.buffers]) {
+    const a = v.variable.dataSync() as Float32Array;
+    h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  }
+  return h.digest('hex');
 }
 
 /** Rank 0's params, BN statistics, momentum buffers and counters overwrite every other rank's. */

@@ -1,0 +1,97 @@
+/**
+ * `nx run trainer:bench`: training throughput of this trainer beside PyTorch's, in one invocation.
+ * For each shape (32x32 batch 32 at 10 classes; 224x224 batch 4 at 1000 classes) it runs the real train
+ * command with --workers=1 and --workers=2 on synthetic data, reads the per-step figures from metrics.jsonl
+ * (median after warm-up), and runs bench/torch_reference.py with 2 threads on the same model, loss and
+ * optimizer. Prints a table and one JSON line. Numbers only: no assertion on speed anywhere.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseFlags, helpText, type FlagSpec } from '../src/flags';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../../..');
+
+const FLAGS = {
+  backend: { type: 'enum', values: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'], default: 'auto', help: 'backend of our runs' },
+  workers: { type: 'string', default: '1,2', help: 'worker counts to measure' },
+  shapes: { type: 'string', default: '32x32,224x4', help: 'SIZExBATCH list' },
+  steps: { type: 'int', min: 3, default: 8, help: 'steps per run (the first 2 are warm-up)' },
+  torch: { type: 'boolean', default: true, help: 'run the PyTorch reference (/usr/bin/python3 with torch)' },
+  'torch-threads': { type: 'int', min: 1, default: 2, help: 'PyTorch threads' },
+  help: { type: 'boolean', default: false, help: 'print this help' },
+} satisfies Record<string, FlagSpec>;
+
+interface Row {
+  shape: string;
+  workers: number;
+  imgPerSec: number;
+  ms: { wall: number; data: number; compute: number; reduce: number; apply: number };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : NaN;
+};
+
+function ours(size: number, batch: number, classes: number, workers: number, f: Record<string, unknown>): Row {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-'));
+  const args = [
+    path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, `--num-classes=${classes}`,
+    `--steps=${f.steps}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
+  ];
+  const r = spawnSync(path.join(root, 'node_modules/.bin/tsx'), args, { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`train run failed (${size}x${batch}, ${workers} workers):\n${r.stderr.slice(-2000)}`);
+  const steps = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step').slice(2);
+  fs.rmSync(out, { recursive: true, force: true });
+  const ms = (k: string) => median(steps.map((s) => s.ms[k] as number));
+  return {
+    shape: `${size}x${size} b${batch}`, workers,
+    imgPerSec: median(steps.map((s) => s.imgPerSec as number)),
+    ms: { wall: ms('wall'), data: ms('data'), compute: ms('compute'), reduce: ms('reduce'), apply: ms('apply') },
+  };
+}
+
+function torchRef(size: number, batch: number, classes: number, threads: number): number | undefined {
+  try {
+    const line = execFileSync('/usr/bin/python3', [path.join(here, 'torch_reference.py'), `--size=${size}`, `--batch=${batch}`, `--classes=${classes}`, `--threads=${threads}`, '--warmup=2', `--iters=${size >= 224 ? 4 : 6}`], { encoding: 'utf8' })
+      .split('\n').find((l) => l.startsWith('RESULT '));
+    return line ? (JSON.parse(line.slice(7)).imgPerSec as number) : undefined;
+  } catch (e) {
+    process.stderr.write(`PyTorch reference unavailable (${(e as Error).message.split('\n')[0]}); install it with: apt-get install python3-torch\n`);
+    return undefined;
+  }
+}
+
+function main() {
+  const f = parseFlags(process.argv.slice(2), FLAGS);
+  if (f.help) {
+    console.log(helpText('Usage: nx run trainer:bench [options]', FLAGS));
+    return;
+  }
+  const workers = String(f.workers).split(',').map(Number);
+  const shapes = String(f.shapes).split(',').map((s) => s.split('x').map(Number) as [number, number]);
+  const results: { shape: string; ours: Row[]; best: number; pytorch?: number; ratio?: number }[] = [];
+  for (const [size, batch] of shapes) {
+    const classes = size >= 224 ? 1000 : 10;
+    const rows = workers.map((w) => ours(size, batch, classes, w, f));
+    const best = Math.max(...rows.map((r) => r.imgPerSec));
+    const pytorch = f.torch ? torchRef(size, batch, classes, f.torchThreads as number) : undefined;
+    results.push({ shape: `${size}x${size} b${batch} (${classes} classes)`, ours: rows, best, pytorch, ratio: pytorch ? best / pytorch : undefined });
+  }
+  const fmt = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
+  console.log('\ntraining throughput (images/s, all workers together; phases are median ms per step on rank 0)\n');
+  console.log('| shape | workers | img/s | data | compute | reduce | apply | PyTorch 2 threads | best/PyTorch |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const r of results) {
+    r.ours.forEach((o, i) => {
+      console.log(`| ${r.shape} | ${o.workers} | ${fmt(o.imgPerSec)} | ${fmt(o.ms.data)} | ${fmt(o.ms.compute)} | ${fmt(o.ms.reduce)} | ${fmt(o.ms.apply)} | ${i === 0 ? fmt(r.pytorch) : ''} | ${i === 0 ? fmt(r.ratio, 2) : ''} |`);
+    });
+  }
+  console.log('\n' + JSON.stringify({ bench: 'trainer', backend: f.backend, cpus: os.cpus().length, results }));
+}
+
+main();

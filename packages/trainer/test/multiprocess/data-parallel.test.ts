@@ -1,0 +1,29 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { maxRelativeError, rankDigests, readJsonl, readTensors, tempDir, train } from '../helpers';
+
+// Image size 32 and tiny batches keep each run to seconds of compute; process start-up dominates.
+const common = ['--image-size=32', '--batch-size=4', '--steps=3', '--lr=0.05', '--backend=wasm', '--eval-every=0', '--seed=7'];
+
+describe('data-parallel training across processes', () => {
+  it('2 workers x batch B equal 1 worker accumulating 2 micro-batches of B, and both ranks hold identical weights', async () => {
+    const dir = tempDir('dp');
+    const two = path.join(dir, 'two');
+    const one = path.join(dir, 'one');
+    await train([...common, '--workers=2', `--out=${two}`]);
+    await train([...common, '--workers=1', '--accumulate=2', `--out=${one}`]);
+
+    const digests = rankDigests(two);
+    expect([...digests.keys()].sort()).toEqual([0, 1]);
+    expect(digests.get(1)).toBe(digests.get(0));
+
+    const { err, worst } = maxRelativeError(readTensors(path.join(two, 'model.safetensors')), readTensors(path.join(one, 'model.safetensors')));
+    expect(err, `worst tensor ${worst}`).toBeLessThanOrEqual(1e-5);
+
+    // The same global figures were logged: the step metrics are sums over the same samples.
+    const lossTwo = readJsonl(path.join(two, 'metrics.jsonl')).filter((r) => r.type === 'step').map((r) => r.loss as number);
+    const lossOne = readJsonl(path.join(one, 'metrics.jsonl')).filter((r) => r.type === 'step').map((r) => r.loss as number);
+    expect(lossTwo).toHaveLength(3);
+    lossTwo.forEach((l, i) => expect(l).toBeCloseTo(lossOne[i]!, 4));
+  }, 600_000);
+});

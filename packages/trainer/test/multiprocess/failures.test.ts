@@ -1,0 +1,55 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readJsonl, startTrain, tempDir, waitFor } from '../helpers';
+
+const common = ['--image-size=32', '--batch-size=4', '--lr=0.05', '--backend=wasm', '--seed=5', '--workers=2', '--round-timeout=10'];
+
+function stepsLogged(out: string): number {
+  const f = path.join(out, 'metrics.jsonl');
+  if (!fs.existsSync(f)) return 0;
+  return readJsonl(f).filter((r) => r.type === 'step').length;
+}
+
+function pidOf(out: string, name: string): number {
+  const p = JSON.parse(fs.readFileSync(path.join(out, 'processes.json'), 'utf8')) as { processes: { name: string; pid: number }[] };
+  return p.processes.find((x) => x.name === name)!.pid;
+}
+
+describe('failures stop the job fast and restarts lose nothing', () => {
+  it('restarts every worker from the last checkpoint when one is killed, and finishes all steps', async () => {
+    const out = path.join(tempDir('kill'), 'run');
+    const run = startTrain([...common, '--steps=8', '--checkpoint-every=2', '--max-restarts=1', `--out=${out}`]);
+    await waitFor(() => stepsLogged(out) >= 3, 240_000, 'step 3');
+    process.kill(pidOf(out, 'rank 1'), 'SIGKILL');
+    const r = await run.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/rank 1 was killed by SIGKILL; restart 1\/1 from .*step-0000000[24]\.ckpt/);
+    const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+    expect(summary.steps).toBe(8);
+  }, 600_000);
+
+  it('with --max-restarts=0 exits non-zero within the round timeout, naming the rank', async () => {
+    const out = path.join(tempDir('kill0'), 'run');
+    const run = startTrain([...common, '--steps=50', `--out=${out}`]);
+    await waitFor(() => stepsLogged(out) >= 2, 240_000, 'step 2');
+    const killedAt = Date.now();
+    process.kill(pidOf(out, 'rank 1'), 'SIGKILL');
+    const r = await run.done;
+    expect(r.code).not.toBe(0);
+    expect(Date.now() - killedAt).toBeLessThan(10_000 + 5_000);
+    expect(r.stderr).toMatch(/error: training failed: rank 1 was killed by SIGKILL/);
+  }, 600_000);
+
+  it('when the coordinator dies, workers stop promptly with a clear error and the launcher restarts them', async () => {
+    const out = path.join(tempDir('coord'), 'run');
+    const run = startTrain([...common, '--steps=8', '--checkpoint-every=2', '--max-restarts=1', `--out=${out}`]);
+    await waitFor(() => stepsLogged(out) >= 3, 240_000, 'step 3');
+    process.kill(pidOf(out, 'coordinator'), 'SIGKILL');
+    const r = await run.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/coordinator was killed by SIGKILL; restart 1\/1/);
+    const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+    expect(summary.steps).toBe(8);
+  }, 600_000);
+});

@@ -1,0 +1,25 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { tempDir, train } from '../helpers';
+
+// 10 synthetic classes: chance is 10 %. "Clearly higher" is set at 3x chance on the held-out split.
+const CHANCE = 0.1;
+const args = ['--dataset=synthetic', '--image-size=32', '--batch-size=16', '--steps=80', '--lr=0.02', '--warmup=5', '--backend=wasm', '--seed=1'];
+
+describe('training learns the built-in data set', () => {
+  it.each([1, 2])('--workers=%i reaches well above chance on the evaluation split', async (workers) => {
+    const out = path.join(tempDir('learn'), `w${workers}`);
+    const r = await train([...args, `--workers=${workers}`, `--out=${out}`]);
+    const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+    expect(summary.steps).toBe(80);
+    expect(summary.finalEval.top1, r.stdout.slice(-2000)).toBeGreaterThan(3 * CHANCE);
+    // The run folder holds everything the user was promised.
+    for (const f of ['config.json', 'train.log', 'metrics.jsonl', 'chart.svg', 'model.safetensors', 'summary.json']) {
+      expect(fs.existsSync(path.join(out, f)), f).toBe(true);
+    }
+    expect(summary.numTensors.last).toBe(summary.numTensors.first);
+    expect(r.stdout).toMatch(/summary: 80 steps/);
+    expect(r.stdout).toMatch(/backend: wasm/);
+  }, 900_000);
+});
