@@ -1,0 +1,133 @@
+/**
+ * A built-in, file-free, learnable data set: ten classes of procedurally drawn patterns with a random
+ * background and contrasting foreground colour, random size and position, and pixel noise. Sample i is a pure
+ * function of (dataset seed, i), so any process renders any sample on demand.
+ */
+import { Rng } from '../rng.js';
+import type { Dataset, RawImage, Source, Split } from './types.js';
+
+export const SYNTHETIC_CLASSES = [
+  'circle',
+  'square',
+  'triangle',
+  'cross',
+  'horizontal-stripes',
+  'vertical-stripes',
+  'ring',
+  'diagonal-line',
+  'checker',
+  'dot-grid',
+];
+
+// Fixed per split (not the training seed), so that the data set is the same whatever seed a run uses and the
+// test split never overlaps the training split.
+export const SYNTHETIC_SEEDS: Record<Split, number> = { train: 0x5ee0, test: 0x7e57 };
+
+/** Whether (u, v), in units of the shape's half-size around its centre, is foreground for class k. */
+function inside(k: number, u: number, v: number): boolean {
+  const au = Math.abs(u);
+  const av = Math.abs(v);
+  const box = au <= 1 && av <= 1;
+  switch (k) {
+    case 0: // circle
+      return u * u + v * v <= 1;
+    case 1: // square
+      return au <= 0.8 && av <= 0.8;
+    case 2: // triangle, apex up
+      return v >= -0.85 && v <= 0.85 && au <= ((v + 0.85) / 1.7) * 0.95;
+    case 3: // plus-shaped cross
+      return (au <= 0.25 && av <= 1) || (av <= 0.25 && au <= 1);
+    case 4: // horizontal stripes: three bars
+      return box && Math.floor((v + 1) * 2.5) % 2 === 0;
+    case 5: // vertical stripes
+      return box && Math.floor((u + 1) * 2.5) % 2 === 0;
+    case 6: {
+      // ring
+      const d = u * u + v * v;
+      return d <= 1 && d >= 0.36;
+    }
+    case 7: // one thick diagonal from top-left to bottom-right
+      return box && Math.abs(u - v) <= 0.35;
+    case 8: // 4x4 checker
+      return box && (Math.floor((u + 1) * 2) + Math.floor((v + 1) * 2)) % 2 === 0;
+    case 9: {
+      // 3x3 dot grid
+      if (!box) return false;
+      const gu = ((u + 1) * 1.5) % 1;
+      const gv = ((v + 1) * 1.5) % 1;
+      return (gu - 0.5) ** 2 + (gv - 0.5) ** 2 <= 0.09;
+    }
+    default:
+      return false;
+  }
+}
+
+const luma = (c: number[]) => 0.299 * c[0]! + 0.587 * c[1]! + 0.114 * c[2]!;
+
+/** Renders sample i (label i % 10) into `out` (size*size*3 uint8, HWC). Returns the label. */
+export function renderSynthetic(seed: number, i: number, size: number, out: Uint8Array): number {
+  const label = i % SYNTHETIC_CLASSES.length;
+  const rng = new Rng(seed, i, 0x517);
+  const bg = [rng.int(256), rng.int(256), rng.int(256)];
+  let fg = [rng.int(256), rng.int(256), rng.int(256)];
+  // Keep the shape visible: resample the foreground until its brightness differs enough from the background.
+  for (let t = 0; t < 16 && Math.abs(luma(fg) - luma(bg)) < 90; t++) fg = [rng.int(256), rng.int(256), rng.int(256)];
+  if (Math.abs(luma(fg) - luma(bg)) < 90) fg = luma(bg) > 128 ? [0, 0, 0] : [255, 255, 255];
+  const r = size * rng.uniform(0.28, 0.46); // half-size of the shape
+  const cx = rng.uniform(r, size - r);
+  const cy = rng.uniform(r, size - r);
+  const noise = 24;
+  let o = 0;
+  for (let y = 0; y < size; y++) {
+    const v = (y + 0.5 - cy) / r;
+    for (let x = 0; x < size; x++) {
+      const u = (x + 0.5 - cx) / r;
+      const c = inside(label, u, v) ? fg : bg;
+      for (let ch = 0; ch < 3; ch++) {
+        const p = c[ch]! + (rng.next() - 0.5) * 2 * noise;
+        out[o++] = p < 0 ? 0 : p > 255 ? 255 : p;
+      }
+    }
+  }
+  return label;
+}
+
+export function syntheticDataset(split: Split, count: number, imageSize: number): Dataset {
+  return {
+    name: 'synthetic',
+    split,
+    size: count,
+    classNames: [...SYNTHETIC_CLASSES],
+    // Uniformly random colours: mean about 0.5, std about 0.3 per channel.
+    mean: [0.5, 0.5, 0.5],
+    std: [0.3, 0.3, 0.3],
+    spec: { kind: 'synthetic', count, imageSize, seed: SYNTHETIC_SEEDS[split] },
+  };
+}
+
+export class SyntheticSource implements Source {
+  readonly size: number;
+  private readonly seed: number;
+  private readonly imageSize: number;
+  private readonly scratch: Uint8Array;
+
+  constructor(spec: { count: number; imageSize: number; seed: number }) {
+    this.size = spec.count;
+    this.seed = spec.seed;
+    this.imageSize = spec.imageSize;
+    this.scratch = new Uint8Array(spec.imageSize * spec.imageSize * 3);
+  }
+
+  label(i: number): number {
+    return i % SYNTHETIC_CLASSES.length;
+  }
+
+  read(i: number): RawImage {
+    renderSynthetic(this.seed, i, this.imageSize, this.scratch);
+    return { data: this.scratch, width: this.imageSize, height: this.imageSize, channels: 3 };
+  }
+
+  where(i: number): string {
+    return `synthetic#${i}`;
+  }
+}
