@@ -1,0 +1,22 @@
+// One benchmark worker process: joins, runs warmup + iters all-reduce rounds (each after a metrics-only
+// barrier), prints one JSON line with its per-round times and the client-side breakdown.
+import { CoordinatorClient } from '../src/index.js';
+
+const [url, rank, world, numel, compression, warmup, iters, bucketBytes] = process.argv.slice(2);
+const client = await CoordinatorClient.connect({
+  url: url!, rank: Number(rank), worldSize: Number(world), signature: [{ name: 'grads', shape: [Number(numel)] }],
+  gradCompression: compression as 'none' | 'fp16', bucketBytes: Number(bucketBytes),
+});
+const data = new Float32Array(Number(numel));
+for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.001 + Number(rank));
+const barrier = new Float64Array(1);
+const rounds: { totalMs: number; encodeMs: number; sendMs: number; waitMs: number; decodeMs: number }[] = [];
+for (let i = 0; i < Number(warmup) + Number(iters); i++) {
+  await client.reduceMetrics(barrier);
+  const t0 = performance.now();
+  await client.allReduce(data);
+  const totalMs = performance.now() - t0;
+  if (i >= Number(warmup)) rounds.push({ ...client.lastTiming, totalMs });
+}
+process.stdout.write(`${JSON.stringify({ rank: Number(rank), rounds })}\n`);
+await client.close();

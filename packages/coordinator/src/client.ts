@@ -1,0 +1,330 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { WebSocket } from 'ws';
+import { resolveToken } from './auth.js';
+import { CoordinatorError, check } from './errors.js';
+import {
+  HEADER_ROOM, MAX_METRICS, PROTOCOL_VERSION, ProtocolViolation, CloseCode, bytesPer, decode, encode, writeHeader,
+  type DataMsg, type DType, type Message, type Op, type ResultMsg, type SignatureEntry, type WelcomeMsg,
+} from './protocol.js';
+import { Arena, align16 } from './reduce.js';
+
+export interface ClientOptions {
+  /** ws://host:port or wss://host:port of the coordinator. */
+  url: string;
+  /** This worker's rank, 0..worldSize-1. */
+  rank: number;
+  /** Number of workers; must equal the coordinator's. */
+  worldSize: number;
+  /** Run id; must match the coordinator's (or the first worker's) when both are set. */
+  runId?: string;
+  /** Tensor names and shapes every worker must agree on. */
+  signature: SignatureEntry[];
+  /** Shared secret; default env GOOGLENET_COORDINATOR_TOKEN. */
+  token?: string;
+  /** PEM text (or a path to it) of the CA that signed a wss:// coordinator's certificate. */
+  ca?: string;
+  /** Largest gradient message, counted in fp32 bytes; 25 MiB like DDP. */
+  bucketBytes?: number;
+  /** 'fp16' halves the bytes on the wire (lossy); 'none'. */
+  gradCompression?: 'none' | 'fp16';
+  /** No collective waits longer than this (+1 s for the coordinator's abort to arrive first); 30000. */
+  timeoutMs?: number;
+  /** How long connect() waits for all ranks (and retries a refused connection); 120000. */
+  rendezvousTimeoutMs?: number;
+}
+
+/** Per-collective timings of the last call, for benchmarks. */
+export interface ClientTiming { encodeMs: number; sendMs: number; waitMs: number; decodeMs: number; totalMs: number }
+
+const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000 };
+/** Extra wait beyond a timeout so that the coordinator's abort (which names the failed rank) wins the race. */
+const GRACE_MS = 1000;
+
+interface Pending {
+  seq: number; op: Op; dtype: DType; nb: number; bucketElems: number; got: number;
+  data: Float32Array; metrics?: Float64Array;
+  resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout;
+  t0: number; tSent: number; tFirst: number; decodeMs: number;
+}
+
+export class CoordinatorClient {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly runId: string;
+  readonly generation: number;
+  /** Timings of the last completed collective. */
+  lastTiming: ClientTiming = { encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, totalMs: 0 };
+  private readonly arena = new Arena();
+  private readonly bucketElems: number;
+  private readonly maxMessageBytes: number;
+  private seq = 0;
+  private pending: Pending | null = null;
+  private failure: CoordinatorError | null = null;
+  private lastHeard = Date.now();
+  private lastTick = Date.now();
+  private readonly watchdog: NodeJS.Timeout;
+  private closing = false;
+
+  private constructor(private readonly ws: WebSocket, private readonly opts: Required<Omit<ClientOptions, 'runId' | 'token' | 'ca'>> & ClientOptions, welcome: WelcomeMsg) {
+    this.rank = opts.rank;
+    this.worldSize = opts.worldSize;
+    this.runId = welcome.runId;
+    this.generation = welcome.generation;
+    this.maxMessageBytes = welcome.maxMessageBytes;
+    // Buckets are whole blocks of 8 floats so the SIMD kernels see aligned, tail-free buckets except the last.
+    this.bucketElems = Math.max(8, Math.floor(opts.bucketBytes / 4 / 8) * 8);
+    ws.on('message', (data: Buffer) => this.onMessage(data));
+    ws.on('ping', () => { this.lastHeard = Date.now(); });
+    ws.on('close', (code, reason) => this.onClose(code, reason.toString()));
+    ws.on('error', () => {}); // 'close' follows and carries the failure
+    this.watchdog = setInterval(() => this.checkLiveness(), 1000);
+    this.watchdog.unref();
+  }
+
+  /** Connects, joins the rendezvous and resolves once every rank has joined. */
+  static async connect(options: ClientOptions): Promise<CoordinatorClient> {
+    const opts = { ...DEFAULTS, ...options };
+    check(typeof opts.url === 'string' && /^wss?:\/\//.test(opts.url), 'INVALID_OPTIONS', () => `url must be ws://host:port or wss://host:port, got ${opts.url}`);
+    check(Number.isInteger(opts.worldSize) && opts.worldSize >= 1, 'INVALID_OPTIONS', () => `worldSize must be a positive integer, got ${opts.worldSize}`);
+    check(Number.isInteger(opts.rank) && opts.rank >= 0 && opts.rank < opts.worldSize, 'INVALID_OPTIONS', () => `rank must be in 0..${opts.worldSize - 1}, got ${opts.rank}`);
+    check(Array.isArray(opts.signature), 'INVALID_OPTIONS', () => 'signature must be an array of { name, shape }');
+    check(Number.isFinite(opts.bucketBytes) && opts.bucketBytes >= 32, 'INVALID_OPTIONS', () => `bucketBytes must be >= 32, got ${opts.bucketBytes}`);
+    check(opts.gradCompression === 'none' || opts.gradCompression === 'fp16', 'INVALID_OPTIONS', () => `gradCompression must be 'none' or 'fp16', got ${opts.gradCompression}`);
+    check(opts.timeoutMs > 0 && opts.rendezvousTimeoutMs > 0, 'INVALID_OPTIONS', () => 'timeoutMs and rendezvousTimeoutMs must be positive');
+    const token = resolveToken(opts.token);
+    const ca = opts.ca === undefined ? undefined : opts.ca.includes('-----BEGIN') ? opts.ca : existsSync(opts.ca) ? readFileSync(opts.ca, 'utf8') : opts.ca;
+    const deadline = Date.now() + opts.rendezvousTimeoutMs + GRACE_MS;
+    for (;;) {
+      const ws = new WebSocket(opts.url, {
+        perMessageDeflate: false,
+        maxPayload: HEADER_ROOM + 2 * opts.bucketBytes + 65536,
+        // A zero mask makes ws skip the per-byte XOR (85 MB/s in JS); masking guards against proxy cache
+        // poisoning by browsers, which does not apply to a worker talking to its coordinator.
+        generateMask: (m: Buffer) => { m.fill(0); },
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        ...(ca === undefined ? {} : { ca }),
+      });
+      try {
+        const welcome = await handshake(ws, opts, deadline);
+        return new CoordinatorClient(ws, opts, welcome);
+      } catch (e) {
+        ws.terminate();
+        if (e instanceof RetryableError && Date.now() + 250 < deadline) {
+          await new Promise((r) => setTimeout(r, 250));
+          continue;
+        }
+        if (e instanceof RetryableError) {
+          throw new CoordinatorError('RENDEZVOUS_TIMEOUT', `could not reach the coordinator at ${opts.url} within ${opts.rendezvousTimeoutMs / 1000} s (${e.message}); start it first or check the address`);
+        }
+        throw e;
+      }
+    }
+  }
+
+  /** Rank 0's `data` is copied into every rank's `data` (lengths must match on every rank). */
+  broadcast(data: Float32Array): Promise<void> {
+    return this.collective('bcast', data);
+  }
+
+  /** In place: data <- mean over ranks (identical bytes everywhere), metrics <- sum over ranks. */
+  allReduce(data: Float32Array, metrics?: Float64Array): Promise<void> {
+    return this.collective('mean', data, metrics);
+  }
+
+  /** metrics <- sum over ranks, with no tensor data (evaluation). */
+  reduceMetrics(metrics: Float64Array): Promise<void> {
+    return this.collective('mean', new Float32Array(0), metrics);
+  }
+
+  private collective(op: Op, data: Float32Array, metrics?: Float64Array): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closing) return Promise.reject(new CoordinatorError('CLOSED', 'this client was closed; connect a new one'));
+    if (this.pending) return Promise.reject(new CoordinatorError('BUSY', 'another collective is in progress on this client; await it first (calls must be issued in the same order on every rank)'));
+    if (!(data instanceof Float32Array)) return Promise.reject(new CoordinatorError('INVALID_OPTIONS', 'data must be a Float32Array'));
+    if (metrics && (!(metrics instanceof Float64Array) || metrics.length > MAX_METRICS)) {
+      return Promise.reject(new CoordinatorError('INVALID_OPTIONS', `metrics must be a Float64Array of at most ${MAX_METRICS} values`));
+    }
+    const t0 = performance.now();
+    const dtype: DType = op === 'mean' && this.opts.gradCompression === 'fp16' ? 'f16' : 'f32';
+    const esize = bytesPer(dtype);
+    const numel = data.length;
+    const be = this.bucketElems;
+    const nb = Math.max(1, Math.ceil(numel / be));
+    const per = Math.min(be, numel);
+    const slotBytes = HEADER_ROOM + align16(per * esize);
+    if (slotBytes > this.maxMessageBytes) {
+      return Promise.reject(new CoordinatorError('INVALID_OPTIONS', `buckets of ${per * esize} bytes exceed the coordinator's maxMessageBytes ${this.maxMessageBytes}; lower bucketBytes`));
+    }
+    // Arena: one message slot per bucket (header room + payload), then f32 and f16 scratch for fp16 decoding.
+    const scratch32 = nb * slotBytes;
+    const scratch16 = scratch32 + align16(per * 4);
+    this.arena.ensure(scratch16 + align16(per * 2) + 16);
+    const a = this.arena;
+    const seq = ++this.seq;
+    let sendMs = 0;
+    for (let b = 0; b < nb; b++) {
+      const off = b * be;
+      const count = Math.min(be, numel - off);
+      const slot = b * slotBytes;
+      const payload = slot + HEADER_ROOM;
+      if (dtype === 'f32') a.u8.set(new Uint8Array(data.buffer, data.byteOffset + off * 4, count * 4), payload);
+      else {
+        a.f32.set(data.subarray(off, off + count), scratch32 >> 2);
+        a.toHalf(payload, scratch32, count);
+      }
+      const header: DataMsg = { v: 1, type: 'data', seq, op, dtype, numel, bucketElems: be, bucket: b, count };
+      if (b === 0 && metrics) header.metrics = Array.from(metrics);
+      writeHeader(a.u8.subarray(slot, payload), header, HEADER_ROOM);
+      const ts = performance.now();
+      this.ws.send(a.buffer(slot, HEADER_ROOM + count * esize));
+      sendMs += performance.now() - ts;
+    }
+    const tSent = performance.now();
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
+        `collective ${seq} (${op}) got no result within ${this.opts.timeoutMs / 1000} s; the coordinator at ${this.opts.url} or another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
+      this.pending = { seq, op, dtype, nb, bucketElems: be, got: 0, data, metrics, resolve, reject, timer, t0, tSent, tFirst: 0, decodeMs: 0 };
+      this.lastTiming = { encodeMs: tSent - t0 - sendMs, sendMs, waitMs: 0, decodeMs: 0, totalMs: 0 };
+    });
+  }
+
+  private onMessage(buf: Buffer): void {
+    this.lastHeard = Date.now();
+    let msg: Message, payload: Buffer;
+    try {
+      ({ msg, payload } = decode(buf));
+    } catch (e) {
+      return this.fail(new CoordinatorError('PROTOCOL_ERROR', `bad message from the coordinator: ${(e as Error).message}`), CloseCode.MALFORMED);
+    }
+    switch (msg.type) {
+      case 'result':
+        try {
+          return this.onResult(msg, payload);
+        } catch (e) {
+          return this.fail(new CoordinatorError('PROTOCOL_ERROR', (e as Error).message), CloseCode.WRONG_SIZE);
+        }
+      case 'abort':
+        return this.fail(new CoordinatorError('ROUND_ABORTED',
+          `the coordinator aborted the job: ${msg.reason} (${msg.code}, failed rank ${msg.failedRank}); restart the job`, msg.failedRank));
+      case 'error':
+        return this.fail(new CoordinatorError(msg.code as CoordinatorError['code'], msg.message));
+      default:
+        return this.fail(new CoordinatorError('PROTOCOL_ERROR', `unexpected '${msg.type}' from the coordinator`), CloseCode.UNEXPECTED);
+    }
+  }
+
+  private onResult(m: ResultMsg, payload: Buffer): void {
+    const p = this.pending;
+    if (!p || m.seq !== p.seq || m.dtype !== p.dtype || m.bucket >= p.nb) throw new Error(`result for collective ${m.seq} bucket ${m.bucket} was not expected`);
+    const t = performance.now();
+    if (p.got === 0) p.tFirst = t;
+    const off = m.bucket * p.bucketElems;
+    const count = Math.min(p.bucketElems, p.data.length - off);
+    if (m.count !== count || payload.length !== count * bytesPer(p.dtype)) throw new Error(`result bucket ${m.bucket}: ${payload.length} bytes, expected ${count} values`);
+    if (p.dtype === 'f32') {
+      // Byte copy: the payload's offset inside ws's receive buffer need not be 4-aligned.
+      payload.copy(Buffer.from(p.data.buffer, p.data.byteOffset + off * 4, count * 4));
+    } else {
+      const a = this.arena;
+      const s32 = this.arena.bytes - align16(count * 4) - align16(count * 2) - 16;
+      const s16 = s32 + align16(count * 4);
+      a.u8.set(payload, s16);
+      a.fromHalf(s32, s16, count);
+      p.data.set(a.f32.subarray(s32 >> 2, (s32 >> 2) + count), off);
+    }
+    if (m.bucket === 0 && p.metrics) {
+      if (!m.metrics || m.metrics.length !== p.metrics.length) throw new Error('result carries no (or wrongly sized) metrics');
+      p.metrics.set(m.metrics);
+    }
+    const t2 = performance.now();
+    p.decodeMs += t2 - t;
+    if (++p.got === p.nb) {
+      clearTimeout(p.timer);
+      this.pending = null;
+      Object.assign(this.lastTiming, { waitMs: p.tFirst - p.tSent, decodeMs: p.decodeMs, totalMs: t2 - p.t0 });
+      p.resolve();
+    }
+  }
+
+  /** Records the first failure, rejects the pending call and drops the connection; later calls reject with it. */
+  private fail(err: CoordinatorError, closeCode?: number): void {
+    this.failure ??= err;
+    const p = this.pending;
+    this.pending = null;
+    if (p) {
+      clearTimeout(p.timer);
+      p.reject(this.failure);
+    }
+    if (closeCode !== undefined) this.ws.close(closeCode, err.message.slice(0, 120));
+    else if (err.code === 'ROUND_TIMEOUT' || err.code === 'CONNECTION_LOST') this.ws.terminate();
+  }
+
+  private onClose(code: number, reason: string): void {
+    clearInterval(this.watchdog);
+    if (this.closing) return;
+    this.fail(new CoordinatorError('CONNECTION_LOST', `connection to the coordinator at ${this.opts.url} closed (code ${code}${reason ? `: ${reason}` : ''}); the coordinator died or ended the job`));
+  }
+
+  /** The coordinator pings every second; hearing nothing for the timeout means it (or the network) is gone. */
+  private checkLiveness(): void {
+    const now = Date.now();
+    const late = now - this.lastTick > 1500; // our own event loop was blocked: give pings queued meanwhile a chance
+    this.lastTick = now;
+    if (late) return;
+    if (now - this.lastHeard > this.opts.timeoutMs + GRACE_MS) {
+      this.fail(new CoordinatorError('CONNECTION_LOST', `nothing heard from the coordinator at ${this.opts.url} for ${(now - this.lastHeard) / 1000} s`));
+    }
+  }
+
+  /** Says goodbye (so the coordinator does not count this as a failure) and closes the socket. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearInterval(this.watchdog);
+    if (this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(encode({ v: 1, type: 'bye' }));
+      this.ws.close(1000, 'bye');
+    }
+    if (this.ws.readyState !== WebSocket.CLOSED) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { this.ws.terminate(); resolve(); }, 2000);
+        this.ws.once('close', () => { clearTimeout(t); resolve(); });
+      });
+    }
+  }
+}
+
+class RetryableError extends Error {}
+
+/** Opens the socket, says hello and waits for welcome (or a rejection). */
+function handshake(ws: WebSocket, opts: ClientOptions & { rendezvousTimeoutMs: number }, deadline: number): Promise<WelcomeMsg> {
+  return new Promise((resolve, reject) => {
+    let opened = false;
+    let settled = false;
+    const done = (f: () => void) => { if (!settled) { settled = true; clearTimeout(timer); f(); } };
+    const timer = setTimeout(() => done(() => reject(new CoordinatorError('RENDEZVOUS_TIMEOUT',
+      `not all ${opts.worldSize} ranks joined within ${opts.rendezvousTimeoutMs / 1000} s; check --workers and the coordinator address`))), Math.max(0, deadline - Date.now()));
+    ws.on('unexpected-response', (_req, res) => done(() => reject(res.statusCode === 401
+      ? new CoordinatorError('AUTH_FAILED', `the coordinator at ${opts.url} refused the token; pass the same --token (or ${'GOOGLENET_COORDINATOR_TOKEN'}) as the coordinator`)
+      : new CoordinatorError('CONNECTION_LOST', `the coordinator at ${opts.url} answered HTTP ${res.statusCode}`))));
+    ws.on('error', (e: NodeJS.ErrnoException) => done(() => reject(!opened && (e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET')
+      ? new RetryableError(e.message)
+      : new CoordinatorError('CONNECTION_LOST', `cannot connect to the coordinator at ${opts.url}: ${e.message}`))));
+    ws.on('close', (code, reason) => done(() => reject(new CoordinatorError('CONNECTION_LOST', `the coordinator closed the connection during rendezvous (code ${code}: ${reason.toString()})`))));
+    ws.on('open', () => {
+      opened = true;
+      ws.send(encode({ v: PROTOCOL_VERSION, type: 'hello', rank: opts.rank, worldSize: opts.worldSize, signature: opts.signature, ...(opts.runId === undefined ? {} : { runId: opts.runId }) }));
+    });
+    ws.on('message', (buf: Buffer) => {
+      let msg: Message;
+      try {
+        msg = decode(buf).msg;
+      } catch (e) {
+        return done(() => reject(new CoordinatorError('PROTOCOL_ERROR', `bad message from the coordinator: ${(e as ProtocolViolation).message}`)));
+      }
+      if (msg.type === 'welcome') done(() => { ws.removeAllListeners(); resolve(msg as WelcomeMsg); });
+      else if (msg.type === 'error') done(() => reject(new CoordinatorError(msg.code as CoordinatorError['code'], msg.message)));
+      else done(() => reject(new CoordinatorError('PROTOCOL_ERROR', `unexpected '${msg.type}' during rendezvous`)));
+    });
+  });
+}
