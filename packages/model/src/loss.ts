@@ -1,0 +1,64 @@
+/** The seed's training loss and one micro-batch's gradients. */
+import * as tf from '@tensorflow/tfjs';
+import type { GoogLeNet, GoogLeNetOutput } from './googlenet.js';
+
+export const AUX_WEIGHT = 0.3;
+
+/** Mean softmax cross-entropy of logits [N, C] against int32 labels [N]. */
+export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+  return tf.tidy(() => {
+    const logProbs = tf.logSoftmax(logits);
+    const picked = tf.sum(tf.mul(logProbs, tf.oneHot(tf.cast(labels, 'int32'), logits.shape[1])), 1);
+    return tf.neg(tf.mean(picked)) as tf.Scalar;
+  });
+}
+
+/** CE(main) + auxWeight x (CE(aux1) + CE(aux2)); only CE(main) when the aux outputs are absent. */
+export function googlenetLoss(out: GoogLeNetOutput, labels: tf.Tensor1D, auxWeight = AUX_WEIGHT): tf.Scalar {
+  return tf.tidy(() => {
+    let loss = crossEntropy(out.main, labels);
+    if (out.aux1 && out.aux2 && auxWeight !== 0) {
+      loss = tf.add(loss, tf.mul(tf.add(crossEntropy(out.aux1, labels), crossEntropy(out.aux2, labels)), auxWeight));
+    }
+    return loss as tf.Scalar;
+  });
+}
+
+export interface GradientResult {
+  loss: tf.Scalar;
+  /** Aligned with model.params (TF layouts). */
+  grads: tf.Tensor[];
+  /** The main head's logits. */
+  logits: tf.Tensor2D;
+  /** Aligned with model.buffers; not assigned (see GoogLeNet.assignRunningStats). */
+  runningStats: tf.Tensor[];
+}
+
+/**
+ * One micro-batch: training forward, loss, gradient of every param. Nothing is assigned to the model.
+ * All returned tensors belong to the caller's scope (dispose them, or call inside tf.tidy).
+ */
+export function computeGradients(model: GoogLeNet, x: tf.Tensor4D, labels: tf.Tensor1D,
+  opts: { auxWeight: number; dropoutSeed: number }): GradientResult {
+  let logits: tf.Tensor2D | undefined;
+  let stats: tf.Tensor[] = [];
+  const vars = model.params.map((p) => p.variable);
+  const { value, grads } = tf.variableGrads(() => {
+    const out = model.forward(x, { training: true, dropoutSeed: opts.dropoutSeed });
+    // variableGrads keeps only the loss of its forward scope; keep these too, and re-home them below.
+    logits = tf.keep(out.main);
+    stats = out.runningStats!.map((t) => tf.keep(t));
+    return googlenetLoss(out, labels, opts.auxWeight);
+  }, vars);
+  const adopt = <T extends tf.Tensor>(t: T): T => {
+    const c = tf.clone(t); // tracked by the caller's scope, unlike the kept original
+    t.dispose();
+    return c;
+  };
+  return {
+    loss: value,
+    grads: vars.map((v) => grads[v.name] ?? tf.zerosLike(v)),
+    logits: adopt(logits!),
+    runningStats: stats.map(adopt),
+  };
+}
