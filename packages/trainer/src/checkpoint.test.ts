@@ -41,8 +41,11 @@ function expectRestores(file: string) {
   const fresh = new GoogLeNet({ numClasses: 10, seed: 99 });
   const freshSgd = new Sgd(fresh.params.map((p) => p.variable), { momentum: 0.9, weightDecay: 0 });
   restoreCheckpoint(ckpt, fresh, freshSgd, file);
-  model.params.forEach((p, i) => expect(fresh.params[i]!.variable.dataSync()).toEqual(p.variable.dataSync()));
-  sgd.state().buffers.forEach((b, i) => expect(freshSgd.state().buffers[i]!.dataSync()).toEqual(b.dataSync()));
+  // Bytewise: vitest's deep equality over millions of floats would take minutes.
+  const bytes = (t: tf.Tensor) => Buffer.from((t.dataSync() as Float32Array).buffer);
+  model.params.forEach((p, i) => expect(bytes(fresh.params[i]!.variable).equals(bytes(p.variable)), p.name).toBe(true));
+  model.buffers.forEach((b, i) => expect(bytes(fresh.buffers[i]!.variable).equals(bytes(b.variable)), b.name).toBe(true));
+  sgd.state().buffers.forEach((b, i) => expect(bytes(freshSgd.state().buffers[i]!).equals(bytes(b)), `momentum ${i}`).toBe(true));
   expect(freshSgd.state().started).toBe(true);
   fresh.dispose();
   freshSgd.dispose();

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -79,7 +80,7 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
           tls: cfg.tlsCert && cfg.tlsKey ? { cert: cfg.tlsCert, key: cfg.tlsKey } : undefined,
           roundTimeoutMs: Math.round(cfg.roundTimeout * 1000),
         }),
-      }, io, 'pipe');
+      }, io, 'pipe', cfg.out);
       procs.push(coord);
       url = await readUrl(coord);
     }
@@ -96,7 +97,7 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
           GOOGLENET_ATTEMPT: String(attempt),
           GOOGLENET_TTY: io.tty && rank === 0 ? '1' : '0',
           GOOGLENET_CONFIG_JSON: JSON.stringify(cfg),
-        }, io, rank === 0 ? 'inherit' : 'ignore'),
+        }, io, rank === 0 ? 'inherit' : 'ignore', cfg.out),
       );
     }
     // Where each process of this attempt runs, for operators (and the failure tests that kill one).
@@ -112,12 +113,18 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
   }
 }
 
-function startChild(name: string, rank: number | undefined, file: string, env: Record<string, string>, io: LaunchIo, stdout: 'inherit' | 'pipe' | 'ignore'): Proc {
+function startChild(name: string, rank: number | undefined, file: string, env: Record<string, string>, io: LaunchIo, stdout: 'inherit' | 'pipe' | 'ignore', outDir: string): Proc {
   const child = spawn(process.execPath, [...process.execArgv, file], {
     env: { ...process.env, ...env },
     stdio: ['ignore', stdout, 'pipe', 'ipc'],
   });
-  readline.createInterface({ input: child.stderr! }).on('line', (line) => io.error(`[${name}] ${line}`));
+  // The coordinator narrates every join and round; that goes to its log, and only trouble to the user.
+  const logFile = name === 'coordinator' ? fsSync.createWriteStream(path.join(outDir, 'coordinator.log'), { flags: 'a' }) : undefined;
+  readline.createInterface({ input: child.stderr! }).on('line', (line) => {
+    logFile?.write(line + '\n');
+    if (!logFile || /abort|error|fail|timed out|timeout|lost|reject/i.test(line)) io.error(`[${name}] ${line}`);
+  });
+  child.on('exit', () => logFile?.end());
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('exit', (code, signal) => resolve({ code, signal }));
     child.on('error', () => resolve({ code: -1, signal: null }));

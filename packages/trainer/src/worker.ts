@@ -131,14 +131,25 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
     const startStep = resumed?.ckpt.meta.step ?? 0;
     const started = performance.now();
     let samples = 0;
+    let trainMs = 0;
     let tensorsFirst = -1;
     let lastTrain: { loss: number; top1: number } | undefined;
     let lastEval: EvalResult | undefined;
     let lastEvalStep = -1;
     let checkpointFailures = 0;
 
+    let evalEnabled = cfg.eval;
     const evaluateNow = async (step: number) => {
-      lastEval = await evaluate(cfg, id, model, reducer);
+      if (!evalEnabled) return;
+      try {
+        lastEval = await evaluate(cfg, id, model, reducer);
+      } catch (e) {
+        // Every rank reads the same data folder, so every rank takes this branch: no round is left waiting.
+        if ((e as { code?: string }).code !== 'DATASET_LAYOUT') throw e;
+        evalEnabled = false;
+        say(`warning: evaluation disabled: ${(e as Error).message}`);
+        return;
+      }
       lastEvalStep = step;
       history.evals.push({ step, top1: lastEval.top1, top5: lastEval.top5 });
       say(`eval @ step ${step}: top-1 ${(lastEval.top1 * 100).toFixed(2)}%  top-5 ${(lastEval.top5 * 100).toFixed(2)}%  loss ${lastEval.loss.toFixed(4)}  (${lastEval.samples} samples)`);
@@ -154,6 +165,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
         return b;
       }, lr);
       const wall = performance.now() - t0;
+      trainMs += wall;
       for (const k of Object.keys(times) as (keyof StepTimes)[]) times[k] += r.times[k];
       samples += r.samples;
       const done = step + 1;
@@ -192,7 +204,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
     say(`[rank ${id.rank}] weights sha256: ${weightsDigest(model)}`);
     const summary: RunSummary = {
       steps: totalSteps, epochs: totalSteps / stepsPerEpoch, backend: backend.name, worldSize: id.worldSize, seconds,
-      imgPerSec: samples / Math.max(1e-9, seconds), finalTrain: lastTrain, finalEval: lastEval, times,
+      imgPerSec: (samples / Math.max(1e-9, trainMs)) * 1000, finalTrain: lastTrain, finalEval: lastEval, times,
       numTensors: { first: tensorsFirst, last: tf.memory().numTensors }, checkpointFailures, outDir: cfg.out,
     };
     if (lead) {
