@@ -1,11 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { WebSocket } from 'ws';
-import { resolveToken } from './auth.js';
+import { isLoopback, resolveToken } from './auth.js';
 import { CoordinatorError, check } from './errors.js';
 import {
   HEADER_ROOM, MAX_METRICS, PROTOCOL_VERSION, ProtocolViolation, CloseCode, bytesPer, decode, encode, writeHeader,
-  type DataMsg, type DType, type Message, type Op, type ResultMsg, type SignatureEntry, type WelcomeMsg,
+  type CollMsg, type DataMsg, type DType, type GoMsg, type Message, type Op, type ResultMsg, type SignatureEntry, type WelcomeMsg,
 } from './protocol.js';
+import { PeerPlane, type PeerFailureCode, type PeerTiming } from './peer.js';
 import { Arena, align16 } from './reduce.js';
 
 export interface ClientOptions {
@@ -33,8 +34,15 @@ export interface ClientOptions {
   rendezvousTimeoutMs?: number;
 }
 
-/** Per-collective timings of the last call, for benchmarks. */
-export interface ClientTiming { encodeMs: number; sendMs: number; waitMs: number; decodeMs: number; totalMs: number }
+/**
+ * Per-collective timings of the last call, for benchmarks. `waitMs`: sent -> first result (coordinator data
+ * plane) or -> the coordinator's go (peer data plane). The peer data plane also fills receiveMs (go -> the last
+ * input of this rank's shard), sumMs (reducing the shard) and returnMs (-> the last reduced chunk from every owner).
+ */
+export interface ClientTiming {
+  encodeMs: number; sendMs: number; waitMs: number; decodeMs: number; totalMs: number;
+  dataPlane?: 'peer' | 'coordinator'; receiveMs?: number; sumMs?: number; returnMs?: number;
+}
 
 const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000 };
 /** Extra wait beyond a timeout so that the coordinator's abort (which names the failed rank) wins the race. */
@@ -45,6 +53,8 @@ interface Pending {
   data: Float32Array; metrics?: Float64Array;
   resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout;
   t0: number; tSent: number; tFirst: number; decodeMs: number;
+  /** peer data plane: this rank's exchange finished / the coordinator's go arrived */
+  peer?: { timing: PeerTiming; done: boolean; go: boolean; tGo: number };
 }
 
 export class CoordinatorClient {
@@ -54,8 +64,10 @@ export class CoordinatorClient {
   readonly generation: number;
   /** Timings of the last completed collective. */
   lastTiming: ClientTiming = { encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, totalMs: 0 };
-  private readonly arena = new Arena();
   private readonly bucketElems: number;
+  /** Set when the job uses the peer data plane (the coordinator's welcome listed every rank's data port). */
+  private readonly plane: PeerPlane | null;
+  private peerFailureTimer: NodeJS.Timeout | null = null;
   private readonly maxMessageBytes: number;
   private seq = 0;
   private pending: Pending | null = null;
@@ -65,7 +77,11 @@ export class CoordinatorClient {
   private readonly watchdog: NodeJS.Timeout;
   private closing = false;
 
-  private constructor(private readonly ws: WebSocket, private readonly opts: Required<Omit<ClientOptions, 'runId' | 'token' | 'ca'>> & ClientOptions, welcome: WelcomeMsg) {
+  private constructor(private readonly ws: WebSocket, private readonly opts: Required<Omit<ClientOptions, 'runId' | 'token' | 'ca'>> & ClientOptions,
+    welcome: WelcomeMsg, private readonly arena: Arena, plane: PeerPlane | null) {
+    this.plane = welcome.peers ? plane : null;
+    if (plane && !this.plane) plane.destroy();
+    if (this.plane) this.plane.onFailure = (peer, code, reason) => this.onPeerFailure(peer, code, reason);
     this.rank = opts.rank;
     this.worldSize = opts.worldSize;
     this.runId = welcome.runId;
@@ -94,7 +110,14 @@ export class CoordinatorClient {
     const token = resolveToken(opts.token);
     const ca = opts.ca === undefined ? undefined : opts.ca.includes('-----BEGIN') ? opts.ca : existsSync(opts.ca) ? readFileSync(opts.ca, 'utf8') : opts.ca;
     const deadline = Date.now() + opts.rendezvousTimeoutMs + GRACE_MS;
+    const url = new URL(opts.url);
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    // Peer data connections are plain TCP (authenticated by a per-job key), so a wss:// job keeps its data on the
+    // coordinator's TLS connection. Bind the interface that reaches a loopback coordinator, else every interface.
+    const peerHost = url.protocol === 'ws:' ? (isLoopback(host) ? (host === 'localhost' ? '127.0.0.1' : host) : '0.0.0.0') : null;
     for (;;) {
+      const arena = new Arena();
+      const plane = peerHost === null ? null : await PeerPlane.listen(peerHost, arena);
       const ws = new WebSocket(opts.url, {
         perMessageDeflate: false,
         maxPayload: HEADER_ROOM + 2 * opts.bucketBytes + 65536,
@@ -105,10 +128,13 @@ export class CoordinatorClient {
         ...(ca === undefined ? {} : { ca }),
       });
       try {
-        const welcome = await handshake(ws, opts, deadline);
-        return new CoordinatorClient(ws, opts, welcome);
+        const welcome = await handshake(ws, opts, deadline, plane?.port);
+        const client = new CoordinatorClient(ws, opts, welcome, arena, plane);
+        if (client.plane) await client.openPeers(welcome);
+        return client;
       } catch (e) {
         ws.terminate();
+        plane?.destroy();
         if (e instanceof RetryableError && Date.now() + 250 < deadline) {
           await new Promise((r) => setTimeout(r, 250));
           continue;
@@ -118,6 +144,16 @@ export class CoordinatorClient {
         }
         throw e;
       }
+    }
+  }
+
+  /** Connects the peer data plane; a failure here closes the socket, so the coordinator aborts the other ranks. */
+  private async openPeers(welcome: WelcomeMsg): Promise<void> {
+    try {
+      await this.plane!.start(this.rank, welcome.peers!, welcome.dataKey!, this.opts.timeoutMs);
+    } catch (e) {
+      throw this.failure ?? new CoordinatorError('CONNECTION_LOST', `rank ${this.rank}: ${(e as Error).message}; ` +
+        `workers must reach each other's data ports over TCP (or start the coordinator with dataPlane: 'coordinator')`);
     }
   }
 
@@ -146,6 +182,7 @@ export class CoordinatorClient {
     }
     const t0 = performance.now();
     const dtype: DType = op === 'mean' && this.opts.gradCompression === 'fp16' ? 'f16' : 'f32';
+    if (this.plane) return this.peerCollective(op, dtype, data, metrics, t0);
     const esize = bytesPer(dtype);
     const numel = data.length;
     const be = this.bucketElems;
@@ -188,6 +225,66 @@ export class CoordinatorClient {
     });
   }
 
+  /** Peer data plane: announce the collective (coll), exchange data after the coordinator's go, finish when both are done. */
+  private peerCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number): Promise<void> {
+    const seq = ++this.seq;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
+        `collective ${seq} (${op}) did not complete within ${this.opts.timeoutMs / 1000} s; the coordinator at ${this.opts.url} or another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
+      const p: Pending = { seq, op, dtype, nb: 1, bucketElems: this.bucketElems, got: 0, data, metrics, resolve, reject, timer, t0, tSent: 0, tFirst: 0, decodeMs: 0 };
+      this.pending = p;
+      // Announce first: the copy/encode below overlaps the coordinator's round trip. Peers' frames can only follow
+      // the go, which needs this announcement, and are read only after this synchronous code has set up the exchange.
+      const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems };
+      if (metrics) header.metrics = Array.from(metrics);
+      this.ws.send(encode(header));
+      p.tSent = performance.now();
+      const timing = this.plane!.begin(seq, op, dtype, data, this.bucketElems, () => {
+        p.peer!.done = true;
+        this.finishPeer(p);
+      });
+      p.peer = { timing, done: false, go: false, tGo: 0 };
+    });
+  }
+
+  private onGo(m: GoMsg): void {
+    const p = this.pending;
+    if (!p?.peer || m.seq !== p.seq || p.peer.go) throw new Error(`go for collective ${m.seq} was not expected`);
+    if (p.metrics) {
+      if (!m.metrics || m.metrics.length !== p.metrics.length) throw new Error('go carries no (or wrongly sized) metrics');
+      p.metrics.set(m.metrics);
+    }
+    p.peer.go = true;
+    p.peer.tGo = performance.now();
+    this.plane!.go();
+    this.finishPeer(p);
+  }
+
+  private finishPeer(p: Pending): void {
+    if (!p.peer!.go || !p.peer!.done || this.pending !== p) return;
+    clearTimeout(p.timer);
+    this.pending = null;
+    const t = p.peer!.timing;
+    this.lastTiming = {
+      encodeMs: t.encodeMs, sendMs: t.sendMs, waitMs: p.peer!.tGo - p.tSent, decodeMs: t.decodeMs, totalMs: performance.now() - p.t0,
+      dataPlane: 'peer', receiveMs: t.receiveMs, sumMs: t.sumMs, returnMs: t.returnMs,
+    };
+    p.resolve();
+  }
+
+  /**
+   * A data connection broke or carried garbage: tell the coordinator (which aborts the job naming that rank, unless
+   * it already knows better, e.g. the peer process died) and give its abort time to arrive before failing alone.
+   */
+  private onPeerFailure(peer: number, code: PeerFailureCode, reason: string): void {
+    if (this.failure || this.closing) return;
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encode({ v: 1, type: 'peerFailure', seq: this.pending?.seq ?? this.seq, peer, code, reason }));
+    if (this.pending && !this.peerFailureTimer) {
+      this.peerFailureTimer = setTimeout(() => this.fail(new CoordinatorError(code, `${reason}; the coordinator did not abort the job`, peer)), 2 * GRACE_MS);
+      this.peerFailureTimer.unref();
+    }
+  }
+
   private onMessage(buf: Buffer): void {
     this.lastHeard = Date.now();
     let msg: Message, payload: Buffer;
@@ -202,6 +299,12 @@ export class CoordinatorClient {
           return this.onResult(msg, payload);
         } catch (e) {
           return this.fail(new CoordinatorError('PROTOCOL_ERROR', (e as Error).message), CloseCode.WRONG_SIZE);
+        }
+      case 'go':
+        try {
+          return this.onGo(msg);
+        } catch (e) {
+          return this.fail(new CoordinatorError('PROTOCOL_ERROR', (e as Error).message), CloseCode.UNEXPECTED);
         }
       case 'abort':
         return this.fail(new CoordinatorError('ROUND_ABORTED',
@@ -249,6 +352,8 @@ export class CoordinatorClient {
   /** Records the first failure, rejects the pending call and drops the connection; later calls reject with it. */
   private fail(err: CoordinatorError, closeCode?: number): void {
     this.failure ??= err;
+    if (this.peerFailureTimer) clearTimeout(this.peerFailureTimer);
+    this.plane?.destroy();
     const p = this.pending;
     this.pending = null;
     if (p) {
@@ -285,6 +390,7 @@ export class CoordinatorClient {
       this.ws.send(encode({ v: 1, type: 'bye' }));
       this.ws.close(1000, 'bye');
     }
+    this.plane?.close();
     if (this.ws.readyState !== WebSocket.CLOSED) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => { this.ws.terminate(); resolve(); }, 2000);
@@ -297,7 +403,7 @@ export class CoordinatorClient {
 class RetryableError extends Error {}
 
 /** Opens the socket, says hello and waits for welcome (or a rejection). */
-function handshake(ws: WebSocket, opts: ClientOptions & { rendezvousTimeoutMs: number }, deadline: number): Promise<WelcomeMsg> {
+function handshake(ws: WebSocket, opts: ClientOptions & { rendezvousTimeoutMs: number }, deadline: number, dataPort: number | undefined): Promise<WelcomeMsg> {
   return new Promise((resolve, reject) => {
     let opened = false;
     let settled = false;
@@ -313,7 +419,8 @@ function handshake(ws: WebSocket, opts: ClientOptions & { rendezvousTimeoutMs: n
     ws.on('close', (code, reason) => done(() => reject(new CoordinatorError('CONNECTION_LOST', `the coordinator closed the connection during rendezvous (code ${code}: ${reason.toString()})`))));
     ws.on('open', () => {
       opened = true;
-      ws.send(encode({ v: PROTOCOL_VERSION, type: 'hello', rank: opts.rank, worldSize: opts.worldSize, signature: opts.signature, ...(opts.runId === undefined ? {} : { runId: opts.runId }) }));
+      ws.send(encode({ v: PROTOCOL_VERSION, type: 'hello', rank: opts.rank, worldSize: opts.worldSize, signature: opts.signature,
+        ...(opts.runId === undefined ? {} : { runId: opts.runId }), ...(dataPort === undefined ? {} : { dataPort }) }));
     });
     ws.on('message', (buf: Buffer) => {
       let msg: Message;

@@ -39,8 +39,14 @@ export type DType = 'f32' | 'f16';
 export type Op = 'mean' | 'bcast';
 export interface SignatureEntry { name: string; shape: number[] }
 
-export interface HelloMsg { v: 1; type: 'hello'; rank: number; worldSize: number; runId?: string; signature: SignatureEntry[] }
-export interface WelcomeMsg { v: 1; type: 'welcome'; generation: number; worldSize: number; runId: string; maxMessageBytes: number }
+/** `dataPort`: the worker's peer data listener (absent: the worker only speaks the coordinator data plane). */
+export interface HelloMsg { v: 1; type: 'hello'; rank: number; worldSize: number; runId?: string; signature: SignatureEntry[]; dataPort?: number }
+/** `peers` + `dataKey` (64 hex chars, per generation) select the peer data plane; absent: data goes through the coordinator. */
+export interface WelcomeMsg {
+  v: 1; type: 'welcome'; generation: number; worldSize: number; runId: string; maxMessageBytes: number;
+  peers?: PeerAddress[]; dataKey?: string;
+}
+export interface PeerAddress { host: string; port: number }
 export interface ErrorMsg { v: 1; type: 'error'; code: string; message: string }
 /** One bucket of one collective. `seq` counts collectives from 1 within a generation. */
 export interface DataMsg {
@@ -51,7 +57,20 @@ export interface DataMsg {
 export interface ResultMsg { v: 1; type: 'result'; seq: number; dtype: DType; bucket: number; count: number; metrics?: number[] }
 export interface AbortMsg { v: 1; type: 'abort'; generation: number; failedRank: number; code: string; reason: string }
 export interface ByeMsg { v: 1; type: 'bye' }
-export type Message = HelloMsg | WelcomeMsg | ErrorMsg | DataMsg | ResultMsg | AbortMsg | ByeMsg;
+/** Peer data plane, worker -> coord: this rank called collective `seq` (the coordinator checks that all ranks agree). */
+export interface CollMsg { v: 1; type: 'coll'; seq: number; op: Op; dtype: DType; numel: number; bucketElems: number; metrics?: number[] }
+/** Peer data plane, coord -> worker: every rank called `seq` consistently; exchange the data. `metrics`: the sums. */
+export interface GoMsg { v: 1; type: 'go'; seq: number; metrics?: number[] }
+/** Peer data plane, worker -> coord: the data connection with rank `peer` broke or carried garbage. */
+export interface PeerFailureMsg { v: 1; type: 'peerFailure'; seq: number; peer: number; code: string; reason: string }
+/** First frame on a peer data connection (connector -> acceptor). */
+export interface PeerHelloMsg { v: 1; type: 'peer'; rank: number; key: string }
+/** One chunk on a peer data connection: 'in' = a rank's input for the receiver's shard, 'out' = reduced values. */
+export interface ChunkMsg { v: 1; type: 'chunk'; seq: number; phase: 'in' | 'out'; offset: number; count: number }
+export type Message = HelloMsg | WelcomeMsg | ErrorMsg | DataMsg | ResultMsg | AbortMsg | ByeMsg | CollMsg | GoMsg | PeerFailureMsg | PeerHelloMsg | ChunkMsg;
+
+/** Every frame on a peer data connection has its payload at exactly this offset (prefix + msgpack header + zero pad). */
+export const PEER_FRAME_HEADER = 128;
 
 // Plain maps (no msgpackr records) so any msgpack implementation can speak the protocol.
 const packr = new Packr({ useRecords: false, variableMapSize: true });
@@ -126,6 +145,7 @@ function validate(m: Record<string, unknown>): void {
       if (!isInt(m.rank) || !isInt(m.worldSize, 1)) bad('hello: rank and worldSize must be integers');
       if (m.runId !== undefined && !isStr(m.runId)) bad('hello: runId must be a string');
       if (!Array.isArray(m.signature) || m.signature.length > 100_000) bad('hello: signature must be an array');
+      if (m.dataPort !== undefined && !(isInt(m.dataPort, 1) && (m.dataPort as number) < 65536)) bad('hello: dataPort must be a port number');
       for (const e of m.signature as unknown[]) {
         const s = e as SignatureEntry;
         if (typeof s !== 'object' || s === null || !isStr(s.name) || !Array.isArray(s.shape) || !s.shape.every((d) => isInt(d))) {
@@ -146,6 +166,28 @@ function validate(m: Record<string, unknown>): void {
       return;
     case 'welcome':
       if (!isInt(m.generation) || !isInt(m.worldSize, 1) || !isStr(m.runId) || !isInt(m.maxMessageBytes, 1)) bad('welcome: bad fields');
+      if (m.peers !== undefined && (!Array.isArray(m.peers) || m.peers.length !== m.worldSize ||
+        !m.peers.every((p: PeerAddress) => typeof p === 'object' && p !== null && isStr(p.host, 256) && isInt(p.port, 1)))) bad('welcome: bad peers');
+      if ((m.peers === undefined) !== (m.dataKey === undefined) || (m.dataKey !== undefined && !(isStr(m.dataKey) && /^[0-9a-f]{64}$/.test(m.dataKey)))) bad('welcome: bad dataKey');
+      return;
+    case 'coll':
+      if (!isInt(m.seq, 1) || !isInt(m.numel) || !isInt(m.bucketElems, 1)) bad('coll: seq, numel, bucketElems must be integers');
+      if (m.op !== 'mean' && m.op !== 'bcast') bad(`coll: unknown op ${String(m.op)}`);
+      if (m.dtype !== 'f32' && m.dtype !== 'f16') bad(`coll: unknown dtype ${String(m.dtype)}`);
+      if (m.metrics !== undefined && !isMetrics(m.metrics)) bad(`coll: metrics must be at most ${MAX_METRICS} numbers`);
+      return;
+    case 'go':
+      if (!isInt(m.seq, 1)) bad('go: seq must be an integer');
+      if (m.metrics !== undefined && !isMetrics(m.metrics)) bad('go: bad metrics');
+      return;
+    case 'peerFailure':
+      if (!isInt(m.seq) || !isInt(m.peer) || !isStr(m.code, 64) || !isStr(m.reason, 8192)) bad('peerFailure: bad fields');
+      return;
+    case 'peer':
+      if (!isInt(m.rank) || !isStr(m.key, 64)) bad('peer: rank and key required');
+      return;
+    case 'chunk':
+      if (!isInt(m.seq, 1) || !isInt(m.offset) || !isInt(m.count, 1) || (m.phase !== 'in' && m.phase !== 'out')) bad('chunk: bad fields');
       return;
     case 'error':
       if (!isStr(m.code) || !isStr(m.message, 8192)) bad('error: code and message must be strings');

@@ -2,13 +2,13 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { isLoopback, requestToken, requireTokenFor, resolveToken, tokenMatches } from './auth.js';
 import { CoordinatorError, check } from './errors.js';
 import {
   CloseCode, HEADER_ROOM, ProtocolViolation, bytesPer, decode, encode, writeHeader,
-  type DataMsg, type DType, type HelloMsg, type Message, type Op,
+  type CollMsg, type DataMsg, type DType, type HelloMsg, type Message, type Op, type PeerFailureMsg,
 } from './protocol.js';
 import { Arena, align16 } from './reduce.js';
 import { Rendezvous } from './rendezvous.js';
@@ -37,6 +37,11 @@ export interface CoordinatorOptions {
   heartbeatMs?: number;
   /** Log sink (one line per event); default: none. */
   log?: (line: string) => void;
+  /**
+   * 'peer' (default): when every worker offers a data port (plain ws://), tensor bytes flow worker <-> worker and
+   * the coordinator only checks, times and releases each collective; 'coordinator': every byte goes through here.
+   */
+  dataPlane?: 'peer' | 'coordinator';
   /** Called after an abort was sent to the surviving workers (the coordinator is then back in rendezvous). */
   onAbort?: (info: { generation: number; failedRank: number; code: string; reason: string }) => void;
 }
@@ -55,6 +60,7 @@ const DEFAULTS = {
   rendezvousTimeoutMs: 120_000,
   maxMessageBytes: 64 * 1024 * 1024,
   heartbeatMs: 1000,
+  dataPlane: 'peer' as const,
 };
 /** A connection that never says hello is closed after this long. */
 const HELLO_TIMEOUT_MS = 10_000;
@@ -68,6 +74,8 @@ interface Conn {
   lastHeard: number;
   helloTimer: NodeJS.Timeout | null;
   saidBye: boolean;
+  /** the worker's peer data port (from hello) */
+  dataPort?: number;
 }
 
 /** One collective in flight: its layout in the arena and who has delivered which bucket. */
@@ -76,6 +84,8 @@ interface Round {
   esize: number; inBase: number; stride: number; outBase: number; slotBytes: number; scratch: number;
   got: Uint8Array; gotPerBucket: Int32Array; bucketsPerRank: Int32Array; bucketsDone: number;
   metrics: (number[] | undefined)[]; metricsLen: number; metricsRanks: number;
+  /** peer data plane: a `coll` round (no data here; nb is 1, one announcement per rank) */
+  peer: boolean;
   t0: number; lastArrival: number; copyMs: number; reduceMs: number; sendMs: number;
   timer: NodeJS.Timeout;
 }
@@ -106,6 +116,7 @@ class CoordinatorServer implements Coordinator {
   private rdv: Rendezvous;
   private rdvTimer: NodeJS.Timeout | null = null;
   private workers: (Conn | null)[] = [];
+  private plane: 'peer' | 'coordinator' = 'coordinator';
   private round: Round | null = null;
   private lastSeq = 0;
   private steps = 0;
@@ -213,7 +224,13 @@ class CoordinatorServer implements Coordinator {
     if (conn.generation !== this.generation) return; // a socket of an aborted generation, already closing
     switch (msg.type) {
       case 'hello': return this.onHello(conn, msg);
-      case 'data': return this.onData(conn, msg, payload);
+      case 'data':
+        if (this.plane === 'peer') throw new ProtocolViolation(CloseCode.UNEXPECTED, 'data through the coordinator in a job that uses the peer data plane');
+        return this.onData(conn, msg, payload);
+      case 'coll':
+        if (this.plane !== 'peer' || this.state !== 'running') throw new ProtocolViolation(CloseCode.UNEXPECTED, 'coll outside a job that uses the peer data plane');
+        return this.onColl(conn, msg);
+      case 'peerFailure': return this.onPeerFailure(conn, msg);
       case 'bye':
         conn.saidBye = true;
         return;
@@ -237,6 +254,7 @@ class CoordinatorServer implements Coordinator {
     }
     conn.rank = h.rank;
     conn.state = 'joined';
+    conn.dataPort = h.dataPort;
     this.workers[h.rank] = conn;
     this.log(`coordinator: rank ${h.rank} joined from ${conn.address} (${this.rdv.size}/${this.opts.worldSize})`);
     if (this.rdv.size === 1) {
@@ -250,12 +268,19 @@ class CoordinatorServer implements Coordinator {
     this.rdvTimer = null;
     this.state = 'running';
     this.rdv.runId ??= randomUUID();
-    const welcome = encode({ v: 1, type: 'welcome', generation: this.generation, worldSize: this.opts.worldSize, runId: this.rdv.runId, maxMessageBytes: this.opts.maxMessageBytes });
+    const peer = this.opts.dataPlane === 'peer' && this.workers.every((w) => w!.dataPort !== undefined);
+    this.plane = peer ? 'peer' : 'coordinator';
+    const welcome = encode({
+      v: 1, type: 'welcome', generation: this.generation, worldSize: this.opts.worldSize, runId: this.rdv.runId, maxMessageBytes: this.opts.maxMessageBytes,
+      // The address each worker's WebSocket came from, and a fresh key per generation (only ever sent over the
+      // authenticated WebSocket) that every data connection must present.
+      ...(peer ? { peers: this.workers.map((w) => ({ host: hostOf(w!.address), port: w!.dataPort! })), dataKey: randomBytes(32).toString('hex') } : {}),
+    });
     for (const w of this.workers) {
       w!.state = 'running';
       w!.ws.send(welcome);
     }
-    this.log(`coordinator: all ${this.opts.worldSize} workers joined; run ${this.rdv.runId}, generation ${this.generation}`);
+    this.log(`coordinator: all ${this.opts.worldSize} workers joined; run ${this.rdv.runId}, generation ${this.generation}, data plane ${this.plane}`);
   }
 
   private rendezvousTimeout(): void {
@@ -317,20 +342,80 @@ class CoordinatorServer implements Coordinator {
     if (++r.gotPerBucket[b]! === this.opts.worldSize) this.finishBucket(r, b, count);
   }
 
-  private newRound(m: DataMsg): Round {
+  /** Peer data plane: rank announces collective m.seq; when every rank has, consistently, all get go (+ metric sums). */
+  private onColl(conn: Conn, m: CollMsg): void {
+    const rank = conn.rank!;
+    if (m.op === 'bcast' && m.dtype !== 'f32') throw new ProtocolViolation(CloseCode.MALFORMED, 'broadcasts are always f32');
+    let r = this.round;
+    if (!r) {
+      if (m.seq !== this.lastSeq + 1) throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${m.seq} while ${this.lastSeq + 1} is next`);
+      const gone = this.workers.findIndex((w) => !w || w.state === 'left');
+      if (gone >= 0) return this.abort(gone, 'CONNECTION_LOST', `rank ${gone} left the job before collective ${m.seq}`);
+      r = this.round = this.newRound({ ...m, bucket: 0, count: 0, type: 'data' }, true);
+    } else if (m.seq !== r.seq) {
+      throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${m.seq} while ${r.seq} is in progress`);
+    }
+    if (m.op !== r.op || m.dtype !== r.dtype || m.numel !== r.numel || m.bucketElems !== r.bucketElems) {
+      const first = this.workers.findIndex((_, k) => r!.bucketsPerRank[k]! > 0 && k !== rank);
+      return this.abort(rank, 'SIZE_MISMATCH', `rank ${rank} sent ${m.op} of ${m.numel} ${m.dtype} values (buckets of ${m.bucketElems}) ` +
+        `but rank ${first} sent ${r.op} of ${r.numel} ${r.dtype} (buckets of ${r.bucketElems}); every rank must call the same collectives with equal-length buffers and options`);
+    }
+    if (r.bucketsPerRank[rank]) throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${r.seq} announced twice`);
+    if (m.metrics) {
+      if (r.metricsLen >= 0 && m.metrics.length !== r.metricsLen) {
+        return this.abort(rank, 'SIZE_MISMATCH', `rank ${rank} sent ${m.metrics.length} metrics, others ${r.metricsLen}; pass equal-length metrics on every rank`);
+      }
+      r.metricsLen = m.metrics.length;
+      r.metrics[rank] = m.metrics;
+      r.metricsRanks++;
+    }
+    r.bucketsPerRank[rank] = 1;
+    r.lastArrival = performance.now();
+    if (++r.gotPerBucket[0]! < this.opts.worldSize) return;
+    if (r.metricsRanks > 0 && r.metricsRanks < this.opts.worldSize) {
+      const without = r.metrics.findIndex((x) => x === undefined);
+      return this.abort(without, 'SIZE_MISMATCH', `rank ${without} sent no metrics with collective ${r.seq} but other ranks did; pass metrics on every rank or on none`);
+    }
+    const t = performance.now();
+    const go = encode({ v: 1, type: 'go', seq: r.seq, ...(r.metricsLen >= 0 ? { metrics: sumMetrics(r.metrics, r.metricsLen) } : {}) });
+    for (const w of this.workers) w!.ws.send(go);
+    r.sendMs = performance.now() - t;
+    r.bucketsDone = 1;
+    this.finishRound(r, performance.now());
+  }
+
+  /**
+   * A worker's data connection with `peer` broke or carried garbage. The abort names `peer`; it waits a moment
+   * so that a peer process that died is reported by its own WebSocket closing (the more precise reason).
+   */
+  private onPeerFailure(conn: Conn, m: PeerFailureMsg): void {
+    const reporter = conn.rank;
+    if (reporter === null || this.state !== 'running' || m.peer >= this.opts.worldSize || m.peer === reporter) {
+      throw new ProtocolViolation(CloseCode.UNEXPECTED, `peerFailure naming rank ${m.peer} from ${reporter === null ? 'a worker that has not joined' : `rank ${reporter}`}`);
+    }
+    const generation = this.generation;
+    this.log(`coordinator: rank ${reporter} reports its data connection with rank ${m.peer}: ${m.code}: ${m.reason}`);
+    setTimeout(() => {
+      const w = this.workers[m.peer];
+      if (this.generation !== generation || this.closed || !w || w.saidBye) return;
+      this.abort(m.peer, m.code === 'PROTOCOL_ERROR' ? 'PROTOCOL_ERROR' : 'CONNECTION_LOST', `rank ${reporter} lost its data connection with rank ${m.peer}: ${m.reason}`);
+    }, 250).unref();
+  }
+
+  private newRound(m: DataMsg, peer = false): Round {
     const n = this.opts.worldSize;
-    const nb = Math.max(1, Math.ceil(m.numel / m.bucketElems));
+    const nb = peer ? 1 : Math.max(1, Math.ceil(m.numel / m.bucketElems));
     const esize = bytesPer(m.dtype);
     // Arena: [rank 0 input | rank 1 input | ...][result slot per bucket: header room + payload][f32 scratch]
     const stride = align16(m.numel * esize);
     const slotBytes = HEADER_ROOM + align16(Math.min(m.bucketElems, m.numel) * esize);
     const inBase = 0, outBase = n * stride, scratch = outBase + nb * slotBytes;
-    this.arena.ensure(scratch + align16(Math.min(m.bucketElems, m.numel) * 4) + 16);
+    if (!peer) this.arena.ensure(scratch + align16(Math.min(m.bucketElems, m.numel) * 4) + 16);
     const seq = m.seq;
     return {
       seq, op: m.op, dtype: m.dtype, numel: m.numel, bucketElems: m.bucketElems, nb, esize, inBase, stride, outBase, slotBytes, scratch,
       got: new Uint8Array(nb * n), gotPerBucket: new Int32Array(nb), bucketsPerRank: new Int32Array(n), bucketsDone: 0,
-      metrics: new Array(n).fill(undefined), metricsLen: -1, metricsRanks: 0,
+      metrics: new Array(n).fill(undefined), metricsLen: -1, metricsRanks: 0, peer,
       t0: performance.now(), lastArrival: 0, copyMs: 0, reduceMs: 0, sendMs: 0,
       timer: setTimeout(() => this.roundTimeout(seq), this.opts.roundTimeoutMs),
     };
@@ -371,7 +456,7 @@ class CoordinatorServer implements Coordinator {
     this.lastSeq = r.seq;
     if (r.op === 'mean' && r.numel > 0) this.steps++;
     this.recent.push({
-      seq: r.seq, op: r.op, dtype: r.dtype, numel: r.numel, buckets: r.nb,
+      seq: r.seq, op: r.op, dtype: r.dtype, numel: r.numel, buckets: r.peer ? Math.max(1, Math.ceil(r.numel / r.bucketElems)) : r.nb,
       totalMs: round2(now - r.t0), receiveMs: round2(r.lastArrival - r.t0), copyMs: round2(r.copyMs), reduceMs: round2(r.reduceMs), sendMs: round2(r.sendMs),
     });
   }
@@ -522,6 +607,12 @@ function sumMetrics(perRank: (number[] | undefined)[], len: number): number[] {
 /** `{ ...defaults, ...options }` must not let an explicit `undefined` (an absent CLI flag) erase a default. */
 function definedOnly<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
+/** '127.0.0.1:5555' -> '127.0.0.1', '[::1]:5555' or '::1:5555' -> '::1', '::ffff:10.0.0.2:5555' -> '10.0.0.2'. */
+function hostOf(address: string): string {
+  const host = address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host.startsWith('::ffff:') && host.includes('.') ? host.slice(7) : host;
 }
 
 const who = (c: Conn): string => (c.rank === null ? `connection ${c.address}` : `rank ${c.rank} (${c.address})`);

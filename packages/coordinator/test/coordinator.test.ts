@@ -65,6 +65,34 @@ describe('all-reduce', () => {
     for (const m of metrics) expect(Array.from(m)).toEqual([3.75, 3]);
   });
 
+  it('moves tensor bytes worker to worker by default and through the coordinator when asked, with the same bytes', async () => {
+    const numel = 30_011;
+    const inputs = [0, 1, 2].map((r) => randomFloats(numel, 40 + r));
+    const want = expectedMean(inputs);
+    for (const dataPlane of ['peer', 'coordinator'] as const) {
+      job = await startJob(3, { dataPlane }, { bucketBytes: 32 * 1024 });
+      expect(job.logs.some((l) => l.includes(`data plane ${dataPlane}`))).toBe(true);
+      const datas = inputs.map((x) => x.slice());
+      const metrics = [0, 1, 2].map((r) => new Float64Array([r]));
+      await Promise.all(job.clients.map((c, r) => c.allReduce(datas[r]!, metrics[r])));
+      for (let r = 0; r < 3; r++) {
+        expect(bytesOf(datas[r]!).equals(bytesOf(want))).toBe(true);
+        expect(metrics[r]![0]).toBe(3);
+      }
+      expect(job.clients[0]!.lastTiming.dataPlane ?? 'coordinator').toBe(dataPlane);
+      await stopJob(job);
+      job = null;
+    }
+  });
+
+  it('rounds to fp16 even for a single worker', async () => {
+    job = await startJob(1, {}, { gradCompression: 'fp16' });
+    const x = randomFloats(1001, 3);
+    const d = x.slice();
+    await job.clients[0]!.allReduce(d);
+    expect(bytesOf(d).equals(bytesOf(Float32Array.from(x, (v) => halfToFloat(floatToHalf(v)))))).toBe(true);
+  });
+
   it('aborts every rank when lengths differ', async () => {
     job = await startJob(2);
     const [a, b] = await Promise.all([errorOf(job.clients[0]!.allReduce(new Float32Array(10))), errorOf(job.clients[1]!.allReduce(new Float32Array(12)))]);

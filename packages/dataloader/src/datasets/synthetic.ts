@@ -1,6 +1,6 @@
 /**
  * A built-in, file-free, learnable data set: ten classes of procedurally drawn patterns with a random
- * background and contrasting foreground colour, random size and position, and pixel noise. Sample i is a pure
+ * dark background and a light foreground colour, random size and position, and pixel noise. Sample i is a pure
  * function of (dataset seed, i), so any process renders any sample on demand.
  */
 import { Rng } from '../rng.js';
@@ -68,11 +68,12 @@ const luma = (c: number[]) => 0.299 * c[0]! + 0.587 * c[1]! + 0.114 * c[2]!;
 export function renderSynthetic(seed: number, i: number, size: number, out: Uint8Array): number {
   const label = i % SYNTHETIC_CLASSES.length;
   const rng = new Rng(seed, i, 0x517);
-  const bg = [rng.int(256), rng.int(256), rng.int(256)];
-  let fg = [rng.int(256), rng.int(256), rng.int(256)];
-  // Keep the shape visible: resample the foreground until its brightness differs enough from the background.
-  for (let t = 0; t < 16 && Math.abs(luma(fg) - luma(bg)) < 90; t++) fg = [rng.int(256), rng.int(256), rng.int(256)];
-  if (Math.abs(luma(fg) - luma(bg)) < 90) fg = luma(bg) > 128 ? [0, 0, 0] : [255, 255, 255];
+  // A dark background and a light foreground, always: the class is in the shape, not in a contrast polarity
+  // the network would have to learn both ways round. Colours still vary freely within each range.
+  const bg = [rng.int(112), rng.int(112), rng.int(112)];
+  let fg = [112 + rng.int(144), 112 + rng.int(144), 112 + rng.int(144)];
+  for (let t = 0; t < 16 && luma(fg) - luma(bg) < 80; t++) fg = [112 + rng.int(144), 112 + rng.int(144), 112 + rng.int(144)];
+  if (luma(fg) - luma(bg) < 80) fg = [255, 255, 255];
   const r = size * rng.uniform(0.28, 0.46); // half-size of the shape
   const cx = rng.uniform(r, size - r);
   const cy = rng.uniform(r, size - r);

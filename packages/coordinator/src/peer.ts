@@ -1,0 +1,460 @@
+import { timingSafeEqual } from 'node:crypto';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import {
+  CloseCode, PEER_FRAME_HEADER, ProtocolViolation, bytesPer, decode, writeHeader,
+  type ChunkMsg, type DType, type Op, type PeerAddress, type PeerHelloMsg,
+} from './protocol.js';
+import { Arena, align16 } from './reduce.js';
+
+/**
+ * The peer data plane: tensor bytes flow worker <-> worker over plain TCP while the coordinator's WebSocket stays
+ * the control plane (rendezvous, auth, the per-collective consistency check, metrics, aborts).
+ *
+ * Rank s owns shard s of the vector (`shardRange`). An all-reduce is a direct reduce-scatter + all-gather:
+ * every rank sends its slice of shard s to rank s ('in' chunks); rank s sums its shard chunk by chunk, in rank
+ * order, exactly as the coordinator would (`Arena.mean`), and sends each reduced chunk to every rank ('out').
+ * One result buffer per chunk goes to every rank, so all ranks get identical bytes. Per rank this moves
+ * 2 (R-1)/R of the vector each way, like gloo's ring, and the work is spread over every process.
+ *
+ * Connections: rank i connects to every peer j and only ever *reads* that socket (straight into the arena or the
+ * caller's Float32Array, via net.Socket's `onread`); the acceptor j writes to it. The first frame a connector
+ * sends is `peer { rank, key }`, the coordinator's per-generation random key; the acceptor checks it in constant
+ * time and destroys anything else (no key in time, garbage, extra bytes).
+ *
+ * Frames: the protocol's framing with the payload at exactly PEER_FRAME_HEADER bytes, so a reader asks the
+ * kernel for exactly one header, then for exactly the payload, at its final address: no assembly, no copy.
+ */
+
+/** Shard s of n elements over R ranks: boundaries at multiples of 8 (whole SIMD blocks); trailing shards may be empty. */
+export function shardRange(n: number, ranks: number, s: number): [number, number] {
+  const per = Math.ceil(n / ranks / 8) * 8;
+  const lo = Math.min(n, s * per);
+  return [lo, Math.min(n, lo + per)];
+}
+
+/** Largest chunk on a peer connection (elements; 4 MiB of fp32): 256 Ki made the sum ~1.5x slower, 64 Ki ~2x. */
+export const PEER_CHUNK_ELEMS = 1024 * 1024;
+/** An accepted data connection that does not authenticate within this long is dropped. */
+const PEER_HELLO_TIMEOUT_MS = 10_000;
+
+export type PeerFailureCode = 'CONNECTION_LOST' | 'PROTOCOL_ERROR';
+
+/** Per-collective timings on this rank (ms). */
+export interface PeerTiming {
+  /** copying (fp32) or encoding (fp16) this rank's data into the send and input buffers */
+  encodeMs: number;
+  /** inside socket writes (the kernel copies what fits; the rest is queued without a copy) */
+  sendMs: number;
+  /** go -> the last input chunk of this rank's shard arrived */
+  receiveMs: number;
+  /** the exact mean of this rank's shard (and the fp16 round trip) */
+  sumMs: number;
+  /** the last input chunk -> the last reduced chunk from every owner arrived */
+  returnMs: number;
+  /** writing received fp16 results into `data` */
+  decodeMs: number;
+}
+
+interface Cursor { phase: 'in' | 'out'; off: number; inHi: number; outLo: number; outHi: number }
+
+interface Exchange {
+  seq: number; op: Op; dtype: DType; esize: number; n: number; chunk: number;
+  data: Float32Array; dataBytes: Buffer;
+  lo: number; hi: number; stride: number; inBase: number; res: number; send16: number; res16: number; stage: number;
+  myChunks: number; inCount: Int32Array; reduced: number; outLeft: number; writesLeft: number;
+  cursors: Cursor[]; started: boolean; done: boolean;
+  timing: PeerTiming; tGo: number; tLastIn: number;
+  onDone: () => void;
+}
+
+export class PeerPlane {
+  private key: Buffer | null = null;
+  private rank = -1;
+  private world = 0;
+  private readonly out: (Socket | null)[] = [];
+  private readonly inb: (Socket | null)[] = [];
+  private readonly unverified = new Set<Socket>();
+  private ex: Exchange | null = null;
+  private closing = false;
+  private meshDone: (() => void) | null = null;
+  private meshFail: ((e: Error) => void) | null = null;
+  /** Called once per broken or misbehaving peer connection while the plane is open. */
+  onFailure: (peer: number, code: PeerFailureCode, reason: string) => void = () => {};
+
+  private constructor(private readonly server: Server, readonly port: number, private readonly arena: Arena) {
+    server.on('connection', (s) => this.onAccept(s));
+  }
+
+  /** Opens the data listener (before hello, which advertises its port). */
+  static listen(host: string, arena: Arena): Promise<PeerPlane> {
+    return new Promise((resolve, reject) => {
+      const server = createServer({ noDelay: true });
+      server.once('error', reject);
+      server.listen(0, host, () => {
+        server.off('error', reject);
+        server.on('error', () => {});
+        resolve(new PeerPlane(server, (server.address() as { port: number }).port, arena));
+      });
+    });
+  }
+
+  /** Connects to every peer and waits until every peer has connected (and authenticated) to us. */
+  start(rank: number, peers: PeerAddress[], keyHex: string, timeoutMs: number): Promise<void> {
+    this.rank = rank;
+    this.world = peers.length;
+    this.key = Buffer.from(keyHex, 'hex');
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`peer data connections not complete within ${timeoutMs / 1000} s ` +
+        `(connected to ranks ${this.ranksWith(this.inb)}, accepted from ranks ${this.ranksWith(this.out)})`)), timeoutMs);
+      this.meshDone = () => { clearTimeout(timer); resolve(); };
+      this.meshFail = (e) => { clearTimeout(timer); reject(e); };
+    });
+    for (let j = 0; j < this.world; j++) {
+      this.out.push(null);
+      this.inb.push(null);
+    }
+    for (const s of [...this.unverified]) this.checkHello(s);
+    for (let j = 0; j < this.world; j++) if (j !== rank) this.connectTo(j, peers[j]!);
+    this.checkMesh();
+    return ready;
+  }
+
+  private ranksWith(a: (Socket | null)[]): string {
+    return a.map((s, j) => (s ? j : -1)).filter((j) => j >= 0).join(',') || 'none';
+  }
+
+  private checkMesh(): void {
+    if (!this.meshDone) return;
+    for (let j = 0; j < this.world; j++) if (j !== this.rank && (!this.out[j] || !this.inb[j])) return;
+    this.server.close(); // every peer is connected: accept nothing more
+    const done = this.meshDone;
+    this.meshDone = this.meshFail = null;
+    done();
+  }
+
+  private broken(peer: number, code: PeerFailureCode, reason: string): void {
+    if (this.closing) return;
+    if (this.meshFail) {
+      const f = this.meshFail;
+      this.meshDone = this.meshFail = null;
+      f(new Error(`data connection with rank ${peer}: ${reason}`));
+      return;
+    }
+    this.onFailure(peer, code, reason);
+  }
+
+  // ---- accepting (we write to these) ---------------------------------------------------------------------
+
+  private onAccept(s: Socket): void {
+    if (this.closing) return void s.destroy();
+    s.on('error', () => {});
+    const hello = Buffer.alloc(PEER_FRAME_HEADER);
+    let got = 0;
+    const timer = setTimeout(() => s.destroy(), PEER_HELLO_TIMEOUT_MS);
+    (s as Socket & { hello?: Buffer }).hello = hello;
+    this.unverified.add(s);
+    s.on('data', (d: Buffer) => {
+      const peer = this.out.indexOf(s);
+      if (peer >= 0) {
+        // The connector never writes after its hello.
+        s.destroy();
+        return this.broken(peer, 'PROTOCOL_ERROR', `rank ${peer} wrote ${d.length} unexpected bytes on a receive-only connection`);
+      }
+      if (got + d.length > PEER_FRAME_HEADER) return void s.destroy();
+      d.copy(hello, got);
+      got += d.length;
+      if (got === PEER_FRAME_HEADER) {
+        clearTimeout(timer);
+        (s as Socket & { complete?: boolean }).complete = true;
+        if (this.key) this.checkHello(s);
+      }
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      this.unverified.delete(s);
+      const peer = this.out.indexOf(s);
+      if (peer >= 0) {
+        this.out[peer] = null;
+        this.broken(peer, 'CONNECTION_LOST', `the data connection to rank ${peer} closed`);
+      }
+    });
+  }
+
+  /** Authenticates a complete hello once the key is known; anything wrong destroys the socket silently. */
+  private checkHello(s: Socket): void {
+    const x = s as Socket & { hello?: Buffer; complete?: boolean };
+    if (!x.complete || !this.key) return;
+    this.unverified.delete(s);
+    let m: PeerHelloMsg;
+    try {
+      const msg = decode(x.hello!).msg;
+      if (x.hello!.readUInt32LE(4) !== PEER_FRAME_HEADER || msg.type !== 'peer') throw new Error('not a peer hello');
+      m = msg;
+    } catch {
+      return void s.destroy();
+    }
+    const given = Buffer.from(m.key, 'hex');
+    const ok = given.length === this.key.length && timingSafeEqual(given, this.key);
+    if (!ok || m.rank >= this.world || m.rank === this.rank || this.out[m.rank]) return void s.destroy();
+    this.out[m.rank] = s;
+    this.checkMesh();
+  }
+
+  // ---- connecting (we read these, straight into their destination) ---------------------------------------
+
+  private connectTo(j: number, addr: PeerAddress): void {
+    const hdr = Buffer.alloc(PEER_FRAME_HEADER);
+    let hgot = 0;
+    let dest: Buffer | null = null;
+    let dgot = 0;
+    let cur: ChunkMsg | null = null;
+    const callback = (n: number): boolean => {
+      try {
+        if (!dest) {
+          hgot += n;
+          if (hgot < PEER_FRAME_HEADER) return true;
+          hgot = 0;
+          const { msg } = decode(hdr);
+          if (hdr.readUInt32LE(4) !== PEER_FRAME_HEADER || msg.type !== 'chunk') {
+            throw new ProtocolViolation(CloseCode.UNEXPECTED, `expected a chunk frame with payload at ${PEER_FRAME_HEADER}, got '${msg.type}'`);
+          }
+          cur = msg;
+          dest = this.frameHeader(j, msg);
+          dgot = 0;
+        } else {
+          dgot += n;
+          if (dgot < dest.length) return true;
+          dest = null;
+          this.framePayload(j, cur!);
+        }
+        return true;
+      } catch (e) {
+        s.destroy();
+        this.broken(j, 'PROTOCOL_ERROR', `rank ${j} sent a bad frame: ${(e as Error).message}`);
+        return false;
+      }
+    };
+    const s = connect({ host: addr.host, port: addr.port, noDelay: true, onread: { buffer: () => (dest ? dest.subarray(dgot) : hdr.subarray(hgot)), callback } });
+    s.on('error', () => {});
+    s.once('connect', () => {
+      const h = Buffer.alloc(PEER_FRAME_HEADER);
+      writeHeader(h, { v: 1, type: 'peer', rank: this.rank, key: this.key!.toString('hex') }, PEER_FRAME_HEADER);
+      s.write(h);
+      this.inb[j] = s;
+      this.checkMesh();
+    });
+    s.on('close', () => {
+      if (this.inb[j] === s) this.inb[j] = null;
+      this.broken(j, 'CONNECTION_LOST', `the data connection from rank ${j} (${addr.host}:${addr.port}) closed`);
+    });
+  }
+
+  // ---- one collective -----------------------------------------------------------------------------------
+
+  /**
+   * Prepares collective `seq` (called when the collective is issued, before the coordinator's go): lays out the
+   * arena and copies (fp32) or encodes (fp16) this rank's data. Peers' frames may arrive from now on.
+   */
+  begin(seq: number, op: Op, dtype: DType, data: Float32Array, bucketElems: number, onDone: () => void): PeerTiming {
+    const t0 = performance.now();
+    const R = this.world, me = this.rank, n = data.length, esize = bytesPer(dtype);
+    const chunk = Math.max(8, Math.min(PEER_CHUNK_ELEMS, bucketElems));
+    const [lo, hi] = op === 'mean' ? shardRange(n, R, me) : [0, 0];
+    const len = hi - lo;
+    // Arena: [R input slots of this rank's shard][reduced shard] and, for fp16, [encoded vector][received results][f32 stage]
+    const stride = align16(len * esize);
+    const inBase = 0, res = R * stride;
+    const send16 = res + stride, res16 = send16 + (dtype === 'f16' ? align16(n * 2) : 0);
+    const stage = res16 + (dtype === 'f16' ? align16(n * 2) : 0);
+    this.arena.ensure(stage + align16(chunk * 4) + 16);
+    const a = this.arena;
+    const dataBytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    if (op === 'mean' && dtype === 'f32') {
+      a.u8.set(dataBytes.subarray(lo * 4, hi * 4), inBase + me * stride);
+    } else if (op === 'mean') {
+      // Only this rank's shard here; the others are encoded chunk by chunk in go(), each right before its write,
+      // so the kernel is already moving bytes while the rest is encoded.
+      for (let off = lo; off < hi; off += chunk) {
+        const count = Math.min(chunk, hi - off);
+        a.f32.set(data.subarray(off, off + count), stage >> 2);
+        a.toHalf(inBase + me * stride + (off - lo) * 2, stage, count);
+      }
+    }
+    const cursors: Cursor[] = [];
+    let outLeft = 0;
+    for (let j = 0; j < R; j++) {
+      let outLo = 0, outHi = 0;
+      if (op === 'mean') [outLo, outHi] = shardRange(n, R, j);
+      else if (j === 0) [outLo, outHi] = [0, n];
+      if (j === me) { cursors.push({ phase: 'out', off: 0, inHi: 0, outLo: 0, outHi: 0 }); continue; }
+      outLeft += Math.ceil((outHi - outLo) / chunk);
+      cursors.push(lo < hi ? { phase: 'in', off: lo, inHi: hi, outLo, outHi } : { phase: 'out', off: outLo, inHi: hi, outLo, outHi });
+    }
+    const myChunks = Math.ceil(len / chunk);
+    const timing: PeerTiming = { encodeMs: performance.now() - t0, sendMs: 0, receiveMs: 0, sumMs: 0, returnMs: 0, decodeMs: 0 };
+    this.ex = {
+      seq, op, dtype, esize, n, chunk, data, dataBytes, lo, hi, stride, inBase, res, send16, res16, stage,
+      myChunks, inCount: new Int32Array(myChunks), reduced: 0, outLeft, writesLeft: 0, cursors, started: false, done: false,
+      timing, tGo: 0, tLastIn: 0, onDone,
+    };
+    return timing;
+  }
+
+  /** Every rank issued the collective consistently (the coordinator's go): send, and reduce what is in. */
+  go(): void {
+    const x = this.ex!;
+    const t0 = performance.now();
+    const encodeBefore = x.timing.encodeMs;
+    x.started = true;
+    x.tGo = t0;
+    x.tLastIn = t0;
+    const R = this.world, me = this.rank;
+    if (x.op === 'mean') {
+      // Round-robin over owners chunk by chunk, so that every owner can start reducing early.
+      const ranges = Array.from({ length: R }, (_, s) => shardRange(x.n, R, s));
+      for (let off = 0; ; off += x.chunk) {
+        let any = false;
+        for (let k = 1; k < R; k++) {
+          const j = (me + k) % R;
+          const [slo, shi] = ranges[j]!;
+          if (slo + off >= shi) continue;
+          any = true;
+          const o = slo + off, count = Math.min(x.chunk, shi - o);
+          if (x.dtype === 'f16') {
+            const t = performance.now();
+            this.arena.f32.set(x.data.subarray(o, o + count), x.stage >> 2);
+            this.arena.toHalf(x.send16 + o * 2, x.stage, count);
+            x.timing.encodeMs += performance.now() - t;
+          }
+          const payload = x.dtype === 'f32' ? x.dataBytes.subarray(o * 4, (o + count) * 4) : this.arena.buffer(x.send16 + o * 2, count * 2);
+          this.write(j, { v: 1, type: 'chunk', seq: x.seq, phase: 'in', offset: o, count }, payload);
+        }
+        if (!any) break;
+      }
+    } else if (me === 0) {
+      for (let o = 0; o < x.n; o += x.chunk) {
+        const count = Math.min(x.chunk, x.n - o);
+        for (let j = 1; j < R; j++) {
+          x.writesLeft++;
+          // A broadcast resolves only when its bytes are in the kernel: the caller may overwrite `data` afterwards.
+          this.write(j, { v: 1, type: 'chunk', seq: x.seq, phase: 'out', offset: o, count }, x.dataBytes.subarray(o * 4, (o + count) * 4), () => {
+            x.writesLeft--;
+            this.checkDone(x);
+          });
+        }
+      }
+    }
+    x.timing.sendMs += performance.now() - t0 - (x.dtype === 'f16' ? x.timing.encodeMs - encodeBefore : 0);
+    this.reduceReady(x);
+    this.checkDone(x);
+  }
+
+  private write(j: number, h: ChunkMsg, payload: Uint8Array, cb?: () => void): void {
+    const s = this.out[j];
+    if (!s || s.destroyed) return; // its close was reported; the coordinator aborts the job
+    const hdr = Buffer.allocUnsafe(PEER_FRAME_HEADER);
+    writeHeader(hdr, h, PEER_FRAME_HEADER);
+    s.cork();
+    s.write(hdr);
+    s.write(payload, cb);
+    s.uncork();
+  }
+
+  /** Validates a chunk header against the one expected next from this peer; returns where its payload goes. */
+  private frameHeader(j: number, m: ChunkMsg): Buffer {
+    const x = this.ex;
+    if (!x || x.done || m.seq !== x.seq) throw new ProtocolViolation(CloseCode.UNEXPECTED, `chunk of collective ${m.seq} while ${x && !x.done ? x.seq : 'none'} is in progress`);
+    const c = x.cursors[j]!;
+    const end = c.phase === 'in' ? c.inHi : c.outHi;
+    const count = Math.min(x.chunk, end - c.off);
+    if (m.phase !== c.phase || m.offset !== c.off || m.count !== count || count <= 0) {
+      throw new ProtocolViolation(CloseCode.WRONG_SIZE, `chunk ${m.phase} ${m.offset}+${m.count}, expected ${c.phase} ${c.off}+${count}`);
+    }
+    c.off += count;
+    if (c.phase === 'in' && c.off === c.inHi) { c.phase = 'out'; c.off = c.outLo; }
+    if (m.phase === 'in') return this.arena.buffer(x.inBase + j * x.stride + (m.offset - x.lo) * x.esize, count * x.esize);
+    if (x.dtype === 'f32') return x.dataBytes.subarray(m.offset * 4, (m.offset + count) * 4);
+    return this.arena.buffer(x.res16 + m.offset * 2, count * 2);
+  }
+
+  private framePayload(_j: number, m: ChunkMsg): void {
+    const x = this.ex!;
+    if (m.phase === 'in') {
+      x.tLastIn = performance.now();
+      x.inCount[(m.offset - x.lo) / x.chunk]!++;
+      if (x.started) this.reduceReady(x);
+    } else {
+      if (x.dtype === 'f16') {
+        const t = performance.now();
+        this.arena.fromHalf(x.stage, x.res16 + m.offset * 2, m.count);
+        x.data.set(this.arena.f32.subarray(x.stage >> 2, (x.stage >> 2) + m.count), m.offset);
+        x.timing.decodeMs += performance.now() - t;
+      }
+      x.outLeft--;
+    }
+    this.checkDone(x);
+  }
+
+  /** Reduces, in order, every chunk of this rank's shard whose inputs are all in, and sends it to every peer. */
+  private reduceReady(x: Exchange): void {
+    const a = this.arena, R = this.world;
+    while (x.reduced < x.myChunks && x.inCount[x.reduced] === R - 1) {
+      const t0 = performance.now();
+      const rel = x.reduced * x.chunk, off = x.lo + rel, count = Math.min(x.chunk, x.hi - off);
+      const inp = x.inBase + rel * x.esize, out = x.res + rel * x.esize;
+      if (x.dtype === 'f32') {
+        a.mean(out, inp, x.stride, R, count, 'f32');
+        x.data.set(a.f32.subarray(out >> 2, (out >> 2) + count), off);
+      } else {
+        a.mean(x.stage, inp, x.stride, R, count, 'f16');
+        a.toHalf(out, x.stage, count);
+        a.fromHalf(x.stage, out, count);
+        x.data.set(a.f32.subarray(x.stage >> 2, (x.stage >> 2) + count), off);
+      }
+      const t1 = performance.now();
+      const payload = a.buffer(out, count * x.esize);
+      for (let k = 1; k < R; k++) this.write((this.rank + k) % R, { v: 1, type: 'chunk', seq: x.seq, phase: 'out', offset: off, count }, payload);
+      x.timing.sumMs += t1 - t0;
+      x.timing.sendMs += performance.now() - t1;
+      x.reduced++;
+    }
+  }
+
+  private checkDone(x: Exchange): void {
+    if (x.done || !x.started || x.reduced < x.myChunks || x.outLeft > 0 || x.writesLeft > 0) return;
+    x.done = true;
+    const now = performance.now();
+    x.timing.receiveMs = x.tLastIn - x.tGo;
+    x.timing.returnMs = now - x.tLastIn;
+    this.ex = null;
+    x.onDone();
+  }
+
+  /** Drops the collective in progress (after a failure). */
+  cancel(): void {
+    if (this.ex) this.ex.done = true;
+    this.ex = null;
+  }
+
+  /** Orderly close (after bye): queued writes are flushed first. */
+  close(): void {
+    this.closing = true;
+    this.server.close();
+    for (const s of this.unverified) s.destroy();
+    for (const s of [...this.out, ...this.inb]) s?.end();
+    setTimeout(() => { for (const s of [...this.out, ...this.inb]) s?.destroy(); }, 2000).unref();
+  }
+
+  destroy(): void {
+    this.closing = true;
+    if (this.meshFail) {
+      const f = this.meshFail;
+      this.meshDone = this.meshFail = null;
+      f(new Error('the client failed or was closed while connecting to its peers'));
+    }
+    this.cancel();
+    this.server.close();
+    for (const s of this.unverified) s.destroy();
+    for (const s of [...this.out, ...this.inb]) s?.destroy();
+  }
+}
