@@ -15,7 +15,7 @@ const codeOf = (f: () => unknown) => {
 describe('train flags', () => {
   it('resolves defaults that train synthetic data at 32 px with a timestamped run folder', () => {
     const c = resolve([]);
-    expect(c).toMatchObject({ dataset: 'synthetic', imageSize: 32, batchSize: 32, lr: 0.01, momentum: 0.9, auxWeight: 0.3, accumulate: 1, backend: 'auto', gradCompression: 'none', maxRestarts: 0, host: '127.0.0.1' });
+    expect(c).toMatchObject({ dataset: 'synthetic', syntheticSize: { train: 3000, test: 1000 }, imageSize: 32, batchSize: 32, lr: 0.004, momentum: 0.9, auxWeight: 0.3, accumulate: 1, backend: 'auto', gradCompression: 'none', maxRestarts: 0, host: '127.0.0.1' });
     expect(c.out).toMatch(/runs\/20261128-102030$/);
     expect(c.workers).toBeGreaterThanOrEqual(1);
     expect(Object.isFrozen(c)).toBe(true);
@@ -43,6 +43,7 @@ describe('train flags', () => {
     [['--tls-cert=a.pem'], '--tls-cert and --tls-key go together'],
     [['--image-size=16'], 'expected an integer >= 28'],
     [['stray'], "unexpected argument 'stray'"],
+    [['--synthetic-size=10'], 'expected TRAIN,TEST sample counts'],
   ])('rejects %j with a clear BAD_FLAG error', (argv, message) => {
     const got = codeOf(() => resolve(argv));
     expect(got?.[0]).toBe('BAD_FLAG');
@@ -64,6 +65,6 @@ describe('train flags', () => {
     for (const f of ['--dataset', '--data-dir', '--image-size', '--batch-size', '--epochs', '--steps', '--lr', '--momentum', '--weight-decay', '--lr-schedule', '--warmup', '--aux-weight', '--accumulate', '--backend', '--seed', '--out', '--eval-every', '--grad-compression', '--workers', '--gpus', '--resume', '--max-restarts', '--checkpoint-every', '--keep', '--coordinator', '--nnodes', '--node-rank']) {
       expect(h).toContain(f);
     }
-    expect(h).toContain('(default: 0.01)');
+    expect(h).toContain('(default: 0.004)');
   });
 });

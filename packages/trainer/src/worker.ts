@@ -84,10 +84,10 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
     dataset: cfg.dataset, dataDir: cfg.dataDir, split: 'train', imageSize: cfg.imageSize, batchSize: cfg.batchSize,
     rank: id.rank, worldSize: id.worldSize, accumulate: cfg.accumulate, seed: cfg.seed,
     shuffle: true, augment: true, pad: true, threads: cfg.decodeThreads, onBadSample: 'skip',
-    state: resumed?.ckpt.meta.sampler,
+    state: resumed?.ckpt.meta.sampler, syntheticSize: cfg.syntheticSize,
   });
   const stepsPerEpoch = loader.batchesPerEpoch;
-  const totalSteps = cfg.steps ?? (cfg.epochs ?? 1) * stepsPerEpoch;
+  const totalSteps = cfg.steps ?? (cfg.epochs ?? 2) * stepsPerEpoch;
   say(`data: ${cfg.dataset} ${loader.datasetSize} training samples, ${loader.numClasses} classes; ${slots} slot(s) x batch ${cfg.batchSize} = ${slots * cfg.batchSize} samples/step; ${stepsPerEpoch} steps/epoch; ${totalSteps} steps`);
 
   if (cfg.numClasses !== undefined && cfg.numClasses < loader.numClasses) {
@@ -284,7 +284,7 @@ export async function evaluate(cfg: TrainConfig, id: WorkerIdentity, model: Goog
   const loader: DataLoader = await createDataLoader({
     dataset: cfg.dataset, dataDir: cfg.dataDir, split: 'test', imageSize: cfg.imageSize, batchSize: cfg.batchSize,
     rank: id.rank, worldSize: id.worldSize, seed: cfg.seed, shuffle: false, augment: false, pad: false, dropLast: false,
-    threads: cfg.decodeThreads, onBadSample: 'skip',
+    threads: cfg.decodeThreads, onBadSample: 'skip', syntheticSize: cfg.syntheticSize,
   });
   const m = new Float64Array(4);
   const k = Math.min(5, model.numClasses);

@@ -39,6 +39,8 @@ describe('failures stop the job fast and restarts lose nothing', () => {
     expect(r.code).not.toBe(0);
     expect(Date.now() - killedAt).toBeLessThan(10_000 + 5_000);
     expect(r.stderr).toMatch(/error: training failed: rank 1 was killed by SIGKILL/);
+    // The survivor learnt why from the coordinator instead of hanging.
+    expect(r.stderr).toMatch(/\[rank 0\] error \[ROUND_ABORTED\]: .*failed rank 1/);
   }, 600_000);
 
   it('when the coordinator dies, workers stop promptly with a clear error and the launcher restarts them', async () => {
@@ -49,6 +51,7 @@ describe('failures stop the job fast and restarts lose nothing', () => {
     const r = await run.done;
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/coordinator was killed by SIGKILL; restart 1\/1/);
+    expect(r.stderr).toMatch(/\[rank [01]\] error \[CONNECTION_LOST\]: connection to the coordinator/);
     const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
     expect(summary.steps).toBe(8);
   }, 600_000);

@@ -5,7 +5,7 @@ import { tempDir, train } from '../helpers';
 
 // 10 synthetic classes: chance is 10 %. "Clearly higher" is set at 3x chance on the held-out split.
 const CHANCE = 0.1;
-const args = ['--dataset=synthetic', '--image-size=32', '--batch-size=16', '--steps=80', '--lr=0.02', '--warmup=5', '--backend=wasm', '--seed=1'];
+const args = ['--dataset=synthetic', '--synthetic-size=3000,1000', '--image-size=32', '--batch-size=16', '--steps=80', '--lr=0.003', '--backend=wasm', '--seed=1'];
 
 describe('training learns the built-in data set', () => {
   it.each([1, 2])('--workers=%i reaches well above chance on the evaluation split', async (workers) => {
