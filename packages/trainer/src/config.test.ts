@@ -21,6 +21,10 @@ describe('train flags', () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
+  it('accepts camelCase names, which Nx forwards where it would swallow --batch-size', () => {
+    expect(resolve(['--batchSize=8', '--imageSize', '64'])).toMatchObject({ batchSize: 8, imageSize: 64 });
+  });
+
   it('accepts --name=value and --name value forms', () => {
     const c = resolve(['--workers=2', '--batch-size', '8', '--lr-schedule=cosine', '--steps=5']);
     expect(c).toMatchObject({ workers: 2, batchSize: 8, lrSchedule: 'cosine', steps: 5 });

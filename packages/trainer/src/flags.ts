@@ -29,6 +29,9 @@ export function parseFlags(argv: readonly string[], specs: Record<string, FlagSp
       throw new TrainerError('BAD_FLAG', `unexpected argument '${arg}': flags look like --name=value (see --help)`);
     }
     let [name, value] = arg.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
+    // Nx swallows flags that begin with one of its own (`--batch-size` starts with `--batch`), so every flag
+    // is also accepted in camelCase (`--batchSize=64`), which Nx passes through untouched.
+    if (!specs[name] && /[A-Z]/.test(name)) name = name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
     let spec = specs[name];
     if (!spec && name.startsWith('no-') && specs[name.slice(3)]?.type === 'boolean' && value === undefined) {
       name = name.slice(3);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tempDir, train } from '../helpers';
+import { readJsonl, tempDir, train } from '../helpers';
 
 // 10 synthetic classes: chance is 10 %. "Clearly higher" is set at 3x chance on the held-out split.
 const CHANCE = 0.1;
@@ -19,6 +19,9 @@ describe('training learns the built-in data set', () => {
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(summary.numTensors.last).toBe(summary.numTensors.first);
+    // Resident memory settles after warm-up instead of growing with every step.
+    const rss = readJsonl(path.join(out, 'metrics.jsonl')).filter((m) => m.type === 'step').map((m) => m.rssMB as number);
+    expect(rss.at(-1)! - rss[19]!, `rss ${rss[19]} MB at step 20, ${rss.at(-1)} MB at the end`).toBeLessThan(64);
     expect(r.stdout).toMatch(/summary: 80 steps/);
     expect(r.stdout).toMatch(/backend: wasm/);
   }, 900_000);
