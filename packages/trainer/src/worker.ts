@@ -121,11 +121,20 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
     const trainStep = new TrainStep(model, sgd, reducer, {
       auxWeight: cfg.auxWeight, accumulate: cfg.accumulate, batchSize: cfg.batchSize, imageSize: cfg.imageSize, seed: cfg.seed, rank: id.rank,
     });
-    const metricsFile = lead ? await fs.open(path.join(cfg.out, 'metrics.jsonl'), resumed ? 'a' : 'w') : undefined;
+    const history = { steps: [] as { step: number; loss: number; top1: number }[], evals: [] as { step: number; top1: number; top5: number }[] };
+    const metricsPath = path.join(cfg.out, 'metrics.jsonl');
+    if (lead && resumed) {
+      // Keep what happened up to the checkpoint (and chart it); drop records of steps that will be redone.
+      const kept = await keepMetricsUpTo(metricsPath, resumed.ckpt.meta.step);
+      for (const r of kept) {
+        if (r.type === 'step') history.steps.push({ step: r.step as number, loss: r.loss as number, top1: r.top1 as number });
+        if (r.type === 'eval') history.evals.push({ step: r.step as number, top1: r.top1 as number, top5: r.top5 as number });
+      }
+    }
+    const metricsFile = lead ? await fs.open(metricsPath, resumed ? 'a' : 'w') : undefined;
     const record = async (o: object) => {
       if (metricsFile) await metricsFile.write(JSON.stringify(o) + '\n');
     };
-    const history = { steps: [] as { step: number; loss: number; top1: number }[], evals: [] as { step: number; top1: number; top5: number }[] };
     const times: StepTimes = { data: 0, compute: 0, reduce: 0, apply: 0 };
     const schedule = { lr: cfg.lr, schedule: cfg.lrSchedule, warmupSteps: cfg.warmup, totalSteps, stepsPerEpoch, stepEpochs: cfg.stepEpochs, gamma: cfg.gamma };
     const startStep = resumed?.ckpt.meta.step ?? 0;
@@ -242,6 +251,19 @@ async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, samp
     config: publicConfig(cfg), seeds: { seed: cfg.seed }, createdAt: new Date().toISOString(),
   };
   return writeCheckpoint(cfg.out, step, encodeCheckpoint(model, sgd, meta), { keep: cfg.keep });
+}
+
+/** Rewrites metrics.jsonl without records after `step`; returns the records kept. */
+async function keepMetricsUpTo(file: string, step: number): Promise<Record<string, unknown>[]> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const kept = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => (r.step as number) <= step);
+  await fs.writeFile(file, kept.map((r) => JSON.stringify(r) + '\n').join(''));
+  return kept;
 }
 
 /** sha256 of every param and BN buffer, in signature order. */
