@@ -1,5 +1,7 @@
 // nx run coordinator:bench --workers=N --numel=13385816 [--grad-compression=fp16] [--iters=10] [--warmup=3]
-//   [--bucket-bytes=26214400] [--data-plane=peer|coordinator] [--no-gloo]
+//   [--bucket-bytes=26214400] [--data-plane=peer|coordinator] [--no-gloo] [--block-ms=MS]
+// --block-ms: instead of the metrics-only barrier, each worker blocks its event loop synchronously for MS ms
+// (+ 10 ms per rank) before every round, like the trainer's tfjs compute phase.
 // Starts the coordinator in this process and N worker processes on loopback; prints the median ms per all-reduce
 // round (slowest rank per round), MB/s, a breakdown, gloo's figure measured now with bench/gloo_reference.py,
 // the ratio ours/gloo, and one JSON line.
@@ -14,17 +16,17 @@ const { values: a } = parseArgs({
     workers: { type: 'string', default: '2' }, numel: { type: 'string', default: '13385816' },
     'grad-compression': { type: 'string', default: 'none' }, iters: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' }, 'bucket-bytes': { type: 'string', default: String(25 * 1024 * 1024) },
-    'data-plane': { type: 'string', default: 'peer' }, 'no-gloo': { type: 'boolean', default: false }, help: { type: 'boolean', default: false },
+    'data-plane': { type: 'string', default: 'peer' }, 'no-gloo': { type: 'boolean', default: false }, 'block-ms': { type: 'string', default: '0' }, help: { type: 'boolean', default: false },
   },
 });
 if (a.help) {
-  console.log('usage: nx run coordinator:bench --workers=N --numel=13385816 [--grad-compression=none|fp16] [--iters=10] [--warmup=3] [--bucket-bytes=B] [--data-plane=peer|coordinator] [--no-gloo]');
+  console.log('usage: nx run coordinator:bench --workers=N --numel=13385816 [--grad-compression=none|fp16] [--iters=10] [--warmup=3] [--bucket-bytes=B] [--data-plane=peer|coordinator] [--no-gloo] [--block-ms=MS]');
   process.exit(0);
 }
-const workers = Number(a.workers), numel = Number(a.numel), iters = Number(a.iters), warmup = Number(a.warmup);
+const workers = Number(a.workers), numel = Number(a.numel), iters = Number(a.iters), warmup = Number(a.warmup), blockMs = Number(a['block-ms']);
 const compression = a['grad-compression']!;
 const dataPlane = a['data-plane'] as 'peer' | 'coordinator';
-if (!(workers >= 1 && numel >= 1 && iters >= 1 && warmup >= 0) || !['none', 'fp16'].includes(compression) || !['peer', 'coordinator'].includes(dataPlane)) {
+if (!(workers >= 1 && numel >= 1 && iters >= 1 && warmup >= 0 && blockMs >= 0) || !['none', 'fp16'].includes(compression) || !['peer', 'coordinator'].includes(dataPlane)) {
   console.error('bench: --workers, --numel, --iters must be positive integers, --grad-compression none|fp16, --data-plane peer|coordinator');
   process.exit(2);
 }
@@ -36,24 +38,24 @@ async function ours() {
   const coord = await startCoordinator({ worldSize: workers, maxMessageBytes: Number(a['bucket-bytes']) + (1 << 20), dataPlane });
   const script = fileURLToPath(new URL('./worker.ts', import.meta.url));
   const outs = await Promise.all(Array.from({ length: workers }, (_, rank) => new Promise<string>((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', script, coord.url, String(rank), String(workers), String(numel), compression, String(warmup), String(iters), a['bucket-bytes']!], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, ['--import', 'tsx', script, coord.url, String(rank), String(workers), String(numel), compression, String(warmup), String(iters), a['bucket-bytes']!, String(blockMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`bench worker ${rank} exited with ${code}`))));
   })));
   const rounds = coord.status().recentRounds.filter((r) => r.op === 'mean' && r.numel > 0).slice(-iters);
   await coord.close();
-  type Timing = Record<'totalMs' | 'encodeMs' | 'sendMs' | 'waitMs' | 'decodeMs' | 'receiveMs' | 'sumMs' | 'returnMs', number>;
+  type Timing = Record<'totalMs' | 'encodeMs' | 'sendMs' | 'waitMs' | 'decodeMs' | 'receiveMs' | 'sumMs' | 'returnMs' | 'flushMs', number>;
   const perRank = outs.map((o) => JSON.parse(o.trim().split('\n').pop()!) as { rank: number; rounds: Timing[] });
   const slowest = Array.from({ length: iters }, (_, i) => Math.max(...perRank.map((p) => p.rounds[i]!.totalMs)));
   const r0 = perRank.find((p) => p.rank === 0)!.rounds;
   const pick = (k: keyof Timing) => r1(median(r0.map((r) => r[k] ?? 0)));
   const srv = (k: 'receiveMs' | 'copyMs' | 'reduceMs' | 'sendMs' | 'totalMs') => r1(median(rounds.map((r) => r[k])));
   return {
-    medianMs: r1(median(slowest)), minMs: r1(Math.min(...slowest)),
+    medianMs: r1(median(slowest)), minMs: r1(Math.min(...slowest)), maxMs: r1(Math.max(...slowest)),
     client: {
       encodeMs: pick('encodeMs'), sendMs: pick('sendMs'), waitMs: pick('waitMs'), decodeMs: pick('decodeMs'),
-      ...(dataPlane === 'peer' ? { receiveMs: pick('receiveMs'), sumMs: pick('sumMs'), returnMs: pick('returnMs') } : {}),
+      ...(dataPlane === 'peer' ? { receiveMs: pick('receiveMs'), sumMs: pick('sumMs'), returnMs: pick('returnMs'), flushMs: pick('flushMs') } : {}),
     },
     server: { receiveMs: srv('receiveMs'), copyMs: srv('copyMs'), reduceMs: srv('reduceMs'), sendMs: srv('sendMs'), totalMs: srv('totalMs') },
   };
@@ -77,18 +79,19 @@ const mb = (numel * 4) / 1e6;
 const o = await ours();
 const g = await gloo();
 const oursMBps = r1(mb / (o.medianMs / 1e3));
-console.log(`all-reduce of ${numel} floats (${mb.toFixed(1)} MB fp32), ${workers} workers, compression ${compression}, data plane ${dataPlane}, bucket ${a['bucket-bytes']} B, median of ${iters}`);
-console.log(`  ours        ${o.medianMs.toFixed(1).padStart(8)} ms  ${String(oursMBps).padStart(8)} MB/s   (min ${o.minMs} ms)`);
+console.log(`all-reduce of ${numel} floats (${mb.toFixed(1)} MB fp32), ${workers} workers, compression ${compression}, data plane ${dataPlane}, bucket ${a['bucket-bytes']} B, median of ${iters}${blockMs ? `, each round after ${blockMs} ms (+10 ms per rank) of blocked event loop` : ''}`);
+console.log(`  ours        ${o.medianMs.toFixed(1).padStart(8)} ms  ${String(oursMBps).padStart(8)} MB/s   (min ${o.minMs}, max ${o.maxMs} ms)`);
 if ('medianMs' in g) console.log(`  gloo        ${g.medianMs.toFixed(1).padStart(8)} ms  ${String(g.MBps).padStart(8)} MB/s`);
 else console.log(`  gloo        skipped: ${g.skipped}`);
 const ratio = 'medianMs' in g ? Math.round((o.medianMs / g.medianMs) * 100) / 100 : null;
 if (ratio !== null) console.log(`  ours/gloo   ${ratio}`);
 if (dataPlane === 'peer') {
-  const c = o.client as typeof o.client & { receiveMs: number; sumMs: number; returnMs: number };
+  const c = o.client as typeof o.client & { receiveMs: number; sumMs: number; returnMs: number; flushMs: number };
   console.log(`  breakdown (rank 0, median ms): encode ${c.encodeMs}, coordinator go ${c.waitMs}, send (inside socket writes) ${c.sendMs}, ` +
-    `receive (go -> last input of its shard) ${c.receiveMs}, sum ${c.sumMs}, return (-> last reduced chunk in) ${c.returnMs}, of which decode ${c.decodeMs}`);
+    `receive (go -> last input of its shard) ${c.receiveMs}, sum ${c.sumMs}, return (-> last reduced chunk in) ${c.returnMs}, of which decode ${c.decodeMs}, ` +
+    `flush (-> its own last write in the kernel) ${c.flushMs}`);
 } else {
   console.log(`  breakdown (rank 0, median ms): encode ${o.client.encodeMs}, send ${o.client.sendMs}, wait for first result ${o.client.waitMs}, receive+decode ${o.client.decodeMs}`);
   console.log(`  breakdown (coordinator, median ms): receive window ${o.server.receiveMs} (of which copy ${o.server.copyMs}), sum ${o.server.reduceMs}, return ${o.server.sendMs}, round ${o.server.totalMs}`);
 }
-console.log(JSON.stringify({ bench: 'coordinator-allreduce', workers, numel, compression, dataPlane, bucketBytes: Number(a['bucket-bytes']), ours: { ...o, MBps: oursMBps }, gloo: g, ratio }));
+console.log(JSON.stringify({ bench: 'coordinator-allreduce', workers, numel, compression, dataPlane, bucketBytes: Number(a['bucket-bytes']), blockMs, ours: { ...o, MBps: oursMBps }, gloo: g, ratio }));

@@ -37,11 +37,12 @@ export interface ClientOptions {
 /**
  * Per-collective timings of the last call, for benchmarks. `waitMs`: sent -> first result (coordinator data
  * plane) or -> the coordinator's go (peer data plane). The peer data plane also fills receiveMs (go -> the last
- * input of this rank's shard), sumMs (reducing the shard) and returnMs (-> the last reduced chunk from every owner).
+ * input of this rank's shard), sumMs (reducing the shard), returnMs (-> the last reduced chunk from every owner) and
+ * flushMs (-> the last of this rank's own writes handed to the kernel, when that came after).
  */
 export interface ClientTiming {
   encodeMs: number; sendMs: number; waitMs: number; decodeMs: number; totalMs: number;
-  dataPlane?: 'peer' | 'coordinator'; receiveMs?: number; sumMs?: number; returnMs?: number;
+  dataPlane?: 'peer' | 'coordinator'; receiveMs?: number; sumMs?: number; returnMs?: number; flushMs?: number;
 }
 
 const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000 };
@@ -267,7 +268,7 @@ export class CoordinatorClient {
     const t = p.peer!.timing;
     this.lastTiming = {
       encodeMs: t.encodeMs, sendMs: t.sendMs, waitMs: p.peer!.tGo - p.tSent, decodeMs: t.decodeMs, totalMs: performance.now() - p.t0,
-      dataPlane: 'peer', receiveMs: t.receiveMs, sumMs: t.sumMs, returnMs: t.returnMs,
+      dataPlane: 'peer', receiveMs: t.receiveMs, sumMs: t.sumMs, returnMs: t.returnMs, flushMs: t.flushMs,
     };
     p.resolve();
   }

@@ -53,6 +53,13 @@ export interface PeerTiming {
   returnMs: number;
   /** writing received fp16 results into `data` */
   decodeMs: number;
+  /**
+   * everything was received and reduced -> the last of this rank's writes was handed to the kernel (0 when the
+   * writes were out first). A collective resolves only then: once the caller blocks its event loop (synchronous
+   * compute), bytes still queued in user space would not move until it yields again, and the peers waiting for
+   * them would stall for the whole compute phase.
+   */
+  flushMs: number;
 }
 
 interface Cursor { phase: 'in' | 'out'; off: number; inHi: number; outLo: number; outHi: number }
@@ -63,7 +70,7 @@ interface Exchange {
   lo: number; hi: number; stride: number; inBase: number; res: number; send16: number; res16: number; stage: number;
   myChunks: number; inCount: Int32Array; reduced: number; outLeft: number; writesLeft: number;
   cursors: Cursor[]; started: boolean; done: boolean;
-  timing: PeerTiming; tGo: number; tLastIn: number;
+  timing: PeerTiming; tGo: number; tLastIn: number; tReady: number;
   onDone: () => void;
 }
 
@@ -291,11 +298,11 @@ export class PeerPlane {
       cursors.push(lo < hi ? { phase: 'in', off: lo, inHi: hi, outLo, outHi } : { phase: 'out', off: outLo, inHi: hi, outLo, outHi });
     }
     const myChunks = Math.ceil(len / chunk);
-    const timing: PeerTiming = { encodeMs: performance.now() - t0, sendMs: 0, receiveMs: 0, sumMs: 0, returnMs: 0, decodeMs: 0 };
+    const timing: PeerTiming = { encodeMs: performance.now() - t0, sendMs: 0, receiveMs: 0, sumMs: 0, returnMs: 0, decodeMs: 0, flushMs: 0 };
     this.ex = {
       seq, op, dtype, esize, n, chunk, data, dataBytes, lo, hi, stride, inBase, res, send16, res16, stage,
       myChunks, inCount: new Int32Array(myChunks), reduced: 0, outLeft, writesLeft: 0, cursors, started: false, done: false,
-      timing, tGo: 0, tLastIn: 0, onDone,
+      timing, tGo: 0, tLastIn: 0, tReady: 0, onDone,
     };
     return timing;
   }
@@ -327,21 +334,14 @@ export class PeerPlane {
             x.timing.encodeMs += performance.now() - t;
           }
           const payload = x.dtype === 'f32' ? x.dataBytes.subarray(o * 4, (o + count) * 4) : this.arena.buffer(x.send16 + o * 2, count * 2);
-          this.write(j, { v: 1, type: 'chunk', seq: x.seq, phase: 'in', offset: o, count }, payload);
+          this.write(x, j, { v: 1, type: 'chunk', seq: x.seq, phase: 'in', offset: o, count }, payload);
         }
         if (!any) break;
       }
     } else if (me === 0) {
       for (let o = 0; o < x.n; o += x.chunk) {
         const count = Math.min(x.chunk, x.n - o);
-        for (let j = 1; j < R; j++) {
-          x.writesLeft++;
-          // A broadcast resolves only when its bytes are in the kernel: the caller may overwrite `data` afterwards.
-          this.write(j, { v: 1, type: 'chunk', seq: x.seq, phase: 'out', offset: o, count }, x.dataBytes.subarray(o * 4, (o + count) * 4), () => {
-            x.writesLeft--;
-            this.checkDone(x);
-          });
-        }
+        for (let j = 1; j < R; j++) this.write(x, j, { v: 1, type: 'chunk', seq: x.seq, phase: 'out', offset: o, count }, x.dataBytes.subarray(o * 4, (o + count) * 4));
       }
     }
     x.timing.sendMs += performance.now() - t0 - (x.dtype === 'f16' ? x.timing.encodeMs - encodeBefore : 0);
@@ -349,14 +349,25 @@ export class PeerPlane {
     this.checkDone(x);
   }
 
-  private write(j: number, h: ChunkMsg, payload: Uint8Array, cb?: () => void): void {
+  /**
+   * Queues one frame to peer j. The collective counts it until libuv has handed all of it to the kernel (the write
+   * callback): a collective resolves only when every write of this rank is in the kernel, which then delivers it
+   * with no help from this process, so that the caller may block its event loop (and overwrite `data` or reuse the
+   * arena) right after. A failed write leaves the count up: the broken connection is reported and the job aborts.
+   */
+  private write(x: Exchange, j: number, h: ChunkMsg, payload: Uint8Array): void {
     const s = this.out[j];
     if (!s || s.destroyed) return; // its close was reported; the coordinator aborts the job
     const hdr = Buffer.allocUnsafe(PEER_FRAME_HEADER);
     writeHeader(hdr, h, PEER_FRAME_HEADER);
+    x.writesLeft++;
     s.cork();
     s.write(hdr);
-    s.write(payload, cb);
+    s.write(payload, (err) => {
+      if (err) return;
+      x.writesLeft--;
+      this.checkDone(x);
+    });
     s.uncork();
   }
 
@@ -413,7 +424,7 @@ export class PeerPlane {
       }
       const t1 = performance.now();
       const payload = a.buffer(out, count * x.esize);
-      for (let k = 1; k < R; k++) this.write((this.rank + k) % R, { v: 1, type: 'chunk', seq: x.seq, phase: 'out', offset: off, count }, payload);
+      for (let k = 1; k < R; k++) this.write(x, (this.rank + k) % R, { v: 1, type: 'chunk', seq: x.seq, phase: 'out', offset: off, count }, payload);
       x.timing.sumMs += t1 - t0;
       x.timing.sendMs += performance.now() - t1;
       x.reduced++;
@@ -421,11 +432,14 @@ export class PeerPlane {
   }
 
   private checkDone(x: Exchange): void {
-    if (x.done || !x.started || x.reduced < x.myChunks || x.outLeft > 0 || x.writesLeft > 0) return;
+    if (x.done || !x.started || x.reduced < x.myChunks || x.outLeft > 0) return;
+    if (!x.tReady) x.tReady = performance.now();
+    if (x.writesLeft > 0) return;
     x.done = true;
     const now = performance.now();
     x.timing.receiveMs = x.tLastIn - x.tGo;
-    x.timing.returnMs = now - x.tLastIn;
+    x.timing.returnMs = x.tReady - x.tLastIn;
+    x.timing.flushMs = now - x.tReady;
     this.ex = null;
     x.onDone();
   }

@@ -30,6 +30,7 @@ export const CloseCode = {
   REJECTED: 4005,
   RENDEZVOUS_TIMEOUT: 4006,
   ABORTED: 4007,
+  /** reserved: no longer sent (missed pongs are not a failure: a computing worker cannot answer) */
   HEARTBEAT: 4008,
   SHUTDOWN: 4009,
   HELLO_TIMEOUT: 4010,

@@ -33,7 +33,11 @@ export interface CoordinatorOptions {
   rendezvousTimeoutMs?: number;
   /** Largest accepted WebSocket message; larger frames are refused by ws (close 1009) before buffering; 64 MiB. */
   maxMessageBytes?: number;
-  /** Ping period; a worker silent for roundTimeoutMs is terminated; 1000. */
+  /**
+   * Ping period; 1000. Pings keep idle connections alive and let clients tell a live coordinator from a vanished
+   * one; a worker that does not answer them is NOT failed for it: its event loop may be blocked by a long
+   * synchronous compute step. Worker failures are a closed socket and the round timeout.
+   */
   heartbeatMs?: number;
   /** Log sink (one line per event); default: none. */
   log?: (line: string) => void;
@@ -394,6 +398,8 @@ class CoordinatorServer implements Coordinator {
       throw new ProtocolViolation(CloseCode.UNEXPECTED, `peerFailure naming rank ${m.peer} from ${reporter === null ? 'a worker that has not joined' : `rank ${reporter}`}`);
     }
     const generation = this.generation;
+    // A peer that said bye closes its data connections; the other ranks see that as a closed connection.
+    if (this.workers[m.peer]?.saidBye) return;
     this.log(`coordinator: rank ${reporter} reports its data connection with rank ${m.peer}: ${m.code}: ${m.reason}`);
     setTimeout(() => {
       const w = this.workers[m.peer];
@@ -534,20 +540,14 @@ class CoordinatorServer implements Coordinator {
     this.failure = null;
   }
 
-  /** Pings everyone; a peer silent longer than the round timeout is dead (or hung) and is terminated. */
+  /**
+   * Pings everyone. Missed pongs are not a failure: a worker computes with its event loop blocked (seconds to
+   * minutes per step), during which it cannot answer while being perfectly alive. A dead worker process closes its
+   * socket (noticed at once), and a hung or unreachable one is caught by the round timeout, counted from the first
+   * rank that entered the collective. Connections that never joined are closed by the hello timeout.
+   */
   private beat(): void {
-    const now = Date.now();
-    for (const c of this.conns) {
-      if (now - c.lastHeard > this.opts.roundTimeoutMs) {
-        this.log(`coordinator: ${who(c)} silent for ${now - c.lastHeard} ms; terminating`);
-        if (c.rank !== null && c.generation === this.generation) {
-          this.failure = { rank: c.rank, code: 'ROUND_TIMEOUT', reason: `rank ${c.rank} stopped answering heartbeats for ${(now - c.lastHeard) / 1000} s` };
-        }
-        c.ws.terminate();
-      } else if (c.ws.readyState === c.ws.OPEN) {
-        c.ws.ping();
-      }
-    }
+    for (const c of this.conns) if (c.ws.readyState === c.ws.OPEN) c.ws.ping();
   }
 
   status(): StatusReport {
