@@ -7,11 +7,13 @@ import {
   AUX, type ConvSpec, FEATURES, INCEPTIONS, type InceptionConfig, MAIN_DROPOUT, MIN_IMAGE_SIZE, STAGES,
   inceptionConvs,
 } from './architecture.js';
-import { batchNorm, type BatchNormParams } from './batchnorm.js';
+import { batchNormRelu, type BatchNormParams } from './batchnorm.js';
 import { conv2d } from './conv.js';
 import { dropout, DROPOUT_STREAM } from './dropout.js';
 import { ModelError } from './errors.js';
 import { initialValues, type TensorRole } from './init.js';
+import { linear } from './linear.js';
+import { concatChannels } from './native.js';
 import { auxPool, globalAvgPool, maxPoolCeil, maxPoolSame3 } from './pool.js';
 
 export interface GoogLeNetOptions {
@@ -144,20 +146,20 @@ export class GoogLeNet {
       const stats: tf.Tensor[] = new Array(this.buffers.length);
       const basic = (layer: BasicConv, h: tf.Tensor4D, inputGrad = true): tf.Tensor4D => {
         const { stride, pad } = layer.spec;
-        const { y, running } = batchNorm(conv2d(h, layer.w as tf.Tensor4D, { stride, pad, inputGrad }), layer.bn, training);
+        const { y, running } = batchNormRelu(conv2d(h, layer.w as tf.Tensor4D, { stride, pad, inputGrad }), layer.bn, training);
         if (running) [stats[layer.buffer], stats[layer.buffer + 1]] = running;
-        return tf.relu(y);
+        return y;
       };
       const inception = (block: Inception, h: tf.Tensor4D): tf.Tensor4D => {
         const [b1, b2a, b2b, b3a, b3b, b4] = block.convs;
-        return tf.concat([
+        return concatChannels([
           basic(b1, h),
           basic(b2b, basic(b2a, h)),
           basic(b3b, basic(b3a, h)),
           basic(b4, maxPoolSame3(h)),
-        ], 3);
+        ]);
       };
-      const dense = (l: Linear, h: tf.Tensor2D): tf.Tensor2D => tf.add(tf.matMul(h, l.w as tf.Tensor2D), l.b);
+      const dense = (l: Linear, h: tf.Tensor2D): tf.Tensor2D => linear(h, l.w as tf.Tensor2D, l.b as tf.Tensor1D);
       const auxHead = (head: AuxHead, h: tf.Tensor4D, stream: number): tf.Tensor2D => {
         const f = basic(head.conv, auxPool(h));                          // N x 4 x 4 x 128
         const flat = f.reshape([f.shape[0], AUX.grid * AUX.grid * AUX.convOut]) as tf.Tensor2D; // (h, w, c) order

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -94,6 +95,8 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
           ...(url ? { GOOGLENET_COORDINATOR_URL: url } : {}),
           CUDA_VISIBLE_DEVICES: device,
           TF_FORCE_GPU_ALLOW_GROWTH: 'true',
+          // The native CPU kernels would start one thread per core in every worker; split the cores instead.
+          GOOGLENET_NATIVE_THREADS: process.env.GOOGLENET_NATIVE_THREADS ?? String(Math.max(1, Math.floor(os.availableParallelism() / cfg.workers))),
           GOOGLENET_ATTEMPT: String(attempt),
           GOOGLENET_TTY: io.tty && rank === 0 ? '1' : '0',
           GOOGLENET_CONFIG_JSON: JSON.stringify(cfg),

@@ -1,0 +1,227 @@
+/**
+ * Optional native kernels (native/kernels.cc, built at install by native/build.mjs) for the wasm backend.
+ * They read and write tensors in place in the wasm heap, and use both cores: a blocked SGEMM (AVX2/AVX-512
+ * via -march=native, any transposition for free) and MaxPoolGrad. tfjs-wasm is single-threaded in Node, its
+ * matMul runs at ~11-14 GMAC/s and its transposed products and MaxPoolGrad are slow loops; this SGEMM runs
+ * at 25-44 GMAC/s on 2 cores. Absent addon, another backend, or GOOGLENET_NATIVE=0: every caller falls back
+ * to plain tfjs ops with the same maths.
+ */
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs';
+
+interface Addon {
+  sgemm(heap: ArrayBuffer, a: number, b: number, c: number, m: number, n: number, k: number, ta: number, tb: number): void;
+  maxPoolGrad(heap: ArrayBuffer, x: number, dy: number, dx: number, n: number, h: number, w: number, c: number,
+    ho: number, wo: number, k: number, stride: number, padTop: number, padLeft: number): void;
+  im2col(heap: ArrayBuffer, x: number, cols: number, n: number, h: number, w: number, c: number, ho: number, wo: number,
+    k: number, stride: number, pad: number): void;
+  col2im(heap: ArrayBuffer, cols: number, dx: number, n: number, h: number, w: number, c: number, ho: number, wo: number,
+    k: number, stride: number, pad: number): void;
+  bnStats(heap: ArrayBuffer, x: number, mean: number, variance: number, m: number, c: number): void;
+  bnReluForward(heap: ArrayBuffer, x: number, mean: number, variance: number, gamma: number, beta: number, y: number,
+    m: number, c: number, eps: number): void;
+  bnReluBackward(heap: ArrayBuffer, x: number, y: number, dy: number, mean: number, variance: number, gamma: number,
+    dx: number, dgamma: number, dbeta: number, m: number, c: number, eps: number): void;
+  copyCols(heap: ArrayBuffer, src: number, dst: number, m: number, srcStride: number, dstStride: number, width: number,
+    srcCol: number, dstCol: number): void;
+}
+
+interface WasmBackend {
+  dataIdMap: { get(id: unknown): { memoryOffset: number } | undefined };
+  wasm: { HEAPU8: Uint8Array };
+  makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
+}
+
+let addon: Addon | null | undefined;
+
+/** Milliseconds and calls per native kernel since the last reset (tf.profile cannot see them): for bench/. */
+const times = new Map<string, { ms: number; calls: number }>();
+export function nativeProfile(reset = false): { name: string; ms: number; calls: number }[] {
+  const rows = [...times].map(([name, v]) => ({ name: `native ${name}`, ...v }));
+  if (reset) times.clear();
+  return rows;
+}
+function timed(name: string, f: () => void): void {
+  const t = performance.now();
+  f();
+  const e = times.get(name) ?? { ms: 0, calls: 0 };
+  e.ms += performance.now() - t;
+  e.calls++;
+  times.set(name, e);
+}
+
+function load(): Addon | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  if (process.env.GOOGLENET_NATIVE === '0') return addon;
+  try {
+    addon = createRequire(import.meta.url)('../native/build/googlenet_native.node') as Addon;
+  } catch {
+    addon = null; // not built (no compiler at install): tfjs paths
+  }
+  return addon;
+}
+
+let enabled = true;
+/** Tests: run the tfjs fallbacks on wasm too (false), or the native kernels where built (true, the default). */
+export function setNativeEnabled(on: boolean): void {
+  enabled = on;
+}
+
+/** The addon and the wasm backend when both are in use, else null. */
+function active(): { k: Addon; be: WasmBackend } | null {
+  if (!enabled || tf.getBackend() !== 'wasm') return null;
+  const k = load();
+  return k ? { k, be: tf.backend() as unknown as WasmBackend } : null;
+}
+
+/** Whether the native kernels run here (wasm backend, addon built, not disabled). */
+export const nativeActive = (): boolean => active() !== null;
+
+const offset = (be: WasmBackend, t: tf.Tensor): number => {
+  const e = be.dataIdMap.get(t.dataId);
+  if (!e) throw new Error('native: tensor is not on the wasm backend');
+  return e.memoryOffset;
+};
+
+function output<R extends tf.Rank>(be: WasmBackend, shape: number[]): tf.Tensor<R> {
+  return tf.engine().makeTensorFromTensorInfo(be.makeOutput(shape, 'float32')) as tf.Tensor<R>;
+}
+
+/**
+ * op(a) op(b) for 2-D float32 tensors, op = transpose where asked. Native when active; else tfjs with the
+ * transposition done first (wasm's transposed matMul is ~5x slower than a transpose plus a plain one).
+ * Not differentiable: for gradient functions and custom-op forwards.
+ */
+export function matMul(a: tf.Tensor2D, b: tf.Tensor2D, transposeA = false, transposeB = false): tf.Tensor2D {
+  const n = active();
+  if (!n || a.dtype !== 'float32' || b.dtype !== 'float32') {
+    return tf.matMul(transposeA ? a.transpose() : a, transposeB ? b.transpose() : b);
+  }
+  const [m, k] = transposeA ? [a.shape[1], a.shape[0]] : a.shape;
+  const cols = transposeB ? b.shape[0] : b.shape[1];
+  tf.util.assert(k === (transposeB ? b.shape[1] : b.shape[0]), () => `matMul: inner sizes differ: [${a.shape}] and [${b.shape}]`);
+  const out = output<tf.Rank.R2>(n.be, [m, cols]);
+  timed('sgemm', () => n.k.sgemm(n.be.wasm.HEAPU8.buffer as ArrayBuffer, offset(n.be, a), offset(n.be, b), offset(n.be, out),
+    m, cols, k, transposeA ? 1 : 0, transposeB ? 1 : 0));
+  return out;
+}
+
+/**
+ * Gradient of a k x k max-pool (stride s, `padTop`/`padLeft` rows/cols of virtual -Infinity before the map,
+ * windows clipped at the bottom/right edge) with respect to its input x, given dy. Each window sends its
+ * gradient to its first maximum in row-major order, as tfjs and PyTorch do. Native only: returns null when
+ * the addon is not active.
+ */
+export function maxPoolGrad(x: tf.Tensor4D, dy: tf.Tensor4D, k: number, stride: number, padTop: number,
+  padLeft: number): tf.Tensor4D | null {
+  const n = active();
+  if (!n) return null;
+  const [b, h, w, c] = x.shape;
+  const [, ho, wo] = dy.shape;
+  const dx = output<tf.Rank.R4>(n.be, [b, h, w, c]);
+  timed('maxPoolGrad', () => n.k.maxPoolGrad(n.be.wasm.HEAPU8.buffer as ArrayBuffer, offset(n.be, x), offset(n.be, dy),
+    offset(n.be, dx), b, h, w, c, ho, wo, k, stride, padTop, padLeft));
+  return dx;
+}
+
+/**
+ * NHWC im2col: x [N, H, W, C] -> [N*Ho*Wo, k*k*C], columns in (kh, kw, C) order, so that cols x w.reshape
+ * ([k*k*C, O]) is the conv. Native only (null when not active).
+ */
+export function im2col(x: tf.Tensor4D, k: number, stride: number, pad: number, ho: number, wo: number): tf.Tensor2D | null {
+  const n = active();
+  if (!n) return null;
+  const [b, h, w, c] = x.shape;
+  const cols = output<tf.Rank.R2>(n.be, [b * ho * wo, k * k * c]);
+  timed('im2col', () => n.k.im2col(n.be.wasm.HEAPU8.buffer as ArrayBuffer, offset(n.be, x), offset(n.be, cols), b, h, w, c,
+    ho, wo, k, stride, pad));
+  return cols;
+}
+
+/** The adjoint of im2col: sums cols [N*Ho*Wo, k*k*C] back into an image of `shape`. Native only. */
+export function col2im(cols: tf.Tensor2D, shape: [number, number, number, number], k: number, stride: number, pad: number,
+  ho: number, wo: number): tf.Tensor4D | null {
+  const n = active();
+  if (!n) return null;
+  const [b, h, w, c] = shape;
+  const dx = output<tf.Rank.R4>(n.be, shape);
+  timed('col2im', () => n.k.col2im(n.be.wasm.HEAPU8.buffer as ArrayBuffer, offset(n.be, cols), offset(n.be, dx), b, h, w, c,
+    ho, wo, k, stride, pad));
+  return dx;
+}
+
+/** Per-channel mean and biased variance of x [..., C] (two passes, double accumulators). Native only. */
+export function bnStats(x: tf.Tensor): [tf.Tensor1D, tf.Tensor1D] | null {
+  const n = active();
+  if (!n) return null;
+  const c = x.shape[x.rank - 1];
+  const mean = output<tf.Rank.R1>(n.be, [c]);
+  const variance = output<tf.Rank.R1>(n.be, [c]);
+  timed('bnStats', () => n.k.bnStats(n.be.wasm.HEAPU8.buffer as ArrayBuffer, offset(n.be, x), offset(n.be, mean),
+    offset(n.be, variance), x.size / c, c));
+  return [mean, variance];
+}
+
+/** relu((x - mean) / sqrt(var + eps) * gamma + beta) over x [..., C] in one pass. Native only. */
+export function bnReluForward(x: tf.Tensor4D, mean: tf.Tensor1D, variance: tf.Tensor1D, gamma: tf.Tensor1D,
+  beta: tf.Tensor1D, eps: number): tf.Tensor4D | null {
+  const n = active();
+  if (!n) return null;
+  const c = x.shape[3];
+  const y = output<tf.Rank.R4>(n.be, x.shape);
+  timed('bnReluForward', () => n.k.bnReluForward(n.be.wasm.HEAPU8.buffer as ArrayBuffer, offset(n.be, x), offset(n.be, mean),
+    offset(n.be, variance), offset(n.be, gamma), offset(n.be, beta), offset(n.be, y), x.size / c, c, eps));
+  return y;
+}
+
+/** [dx, dgamma, dbeta] of bnReluForward given its output y and dy, in two passes. Native only. */
+export function bnReluBackward(x: tf.Tensor4D, y: tf.Tensor4D, dy: tf.Tensor4D, mean: tf.Tensor1D, variance: tf.Tensor1D,
+  gamma: tf.Tensor1D, eps: number): [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D] | null {
+  const n = active();
+  if (!n) return null;
+  const c = x.shape[3];
+  const dx = output<tf.Rank.R4>(n.be, x.shape);
+  const dgamma = output<tf.Rank.R1>(n.be, [c]);
+  const dbeta = output<tf.Rank.R1>(n.be, [c]);
+  timed('bnReluBackward', () => n.k.bnReluBackward(n.be.wasm.HEAPU8.buffer as ArrayBuffer, offset(n.be, x), offset(n.be, y),
+    offset(n.be, dy), offset(n.be, mean), offset(n.be, variance), offset(n.be, gamma), offset(n.be, dx), offset(n.be, dgamma),
+    offset(n.be, dbeta), x.size / c, c, eps));
+  return [dx, dgamma, dbeta];
+}
+
+/**
+ * Concatenation on the last (channel) axis with a gradient that splits dy back: tfjs-wasm's Concat and
+ * SplitV copy row by row in JS. Native where active, else tf.concat (autodiff).
+ */
+export function concatChannels(parts: tf.Tensor4D[]): tf.Tensor4D {
+  if (!active()) return tf.concat(parts, 3);
+  const widths = parts.map((p) => p.shape[3]);
+  const total = widths.reduce((a, b) => a + b, 0);
+  const [b, h, w] = parts[0].shape;
+  const rows = b * h * w;
+  const copy = (src: tf.Tensor, dst: tf.Tensor, srcStride: number, dstStride: number, width: number, srcCol: number, dstCol: number) => {
+    const n = active()!;
+    timed('copyCols', () => n.k.copyCols(n.be.wasm.HEAPU8.buffer as ArrayBuffer, offset(n.be, src), offset(n.be, dst), rows,
+      srcStride, dstStride, width, srcCol, dstCol));
+  };
+  const op = tf.customGrad(((...args: unknown[]) => {
+    const xs = args.slice(0, parts.length) as tf.Tensor4D[];
+    const out = output<tf.Rank.R4>(active()!.be, [b, h, w, total]);
+    let col = 0;
+    xs.forEach((x, i) => { copy(x, out, widths[i], total, widths[i], 0, col); col += widths[i]; });
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor4D) => {
+        let at = 0;
+        return widths.map((width) => {
+          const g = output<tf.Rank.R4>(active()!.be, [b, h, w, width]);
+          copy(dy, g, total, width, width, at, 0);
+          at += width;
+          return g;
+        });
+      },
+    };
+  }) as never) as (...t: tf.Tensor[]) => tf.Tensor4D;
+  return op(...parts);
+}
