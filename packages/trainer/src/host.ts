@@ -26,6 +26,19 @@ export function readInto(t: tf.Tensor, target: Float32Array, offset: number): vo
   target.set(t.dataSync() as Float32Array, offset);
 }
 
+/**
+ * A float32 view of a tensor's own memory on the wasm heap, for in-place updates; undefined on other
+ * backends or when the memory is shared with another tensor (writing it would change that tensor too).
+ */
+export function wasmView(t: tf.Tensor): Float32Array | undefined {
+  if (t.dtype !== 'float32' || tf.getBackend() !== 'wasm') return undefined;
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const entry = backend.dataIdMap.get(t.dataId) as ({ memoryOffset: number; refCount?: number } | undefined);
+  if (!entry || entry.memoryOffset == null || (entry.refCount ?? 1) !== 1) return undefined;
+  const heap = backend.wasm.HEAPU8;
+  return new Float32Array(heap.buffer, heap.byteOffset + entry.memoryOffset, t.size);
+}
+
 /** Total element count of a list of shapes. */
 export function totalSize(shapes: readonly (readonly number[])[]): number {
   return shapes.reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0);

@@ -30,3 +30,32 @@ describe('SGD with momentum and weight decay', () => {
     w.dispose();
   });
 });
+
+describe('SGD from a flat gradient buffer', () => {
+  it('updates weights and momentum in place on wasm with the same bits as the tensor path', async () => {
+    const { selectBackend } = await import('@googlenet/model');
+    await selectBackend('wasm');
+    const shapes = [[3, 4], [5]];
+    const init = shapes.map((s, i) => Float32Array.from({ length: s.reduce((a, b) => a * b) }, (_, k) => Math.sin(k + 10 * i)));
+    const make = () => init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
+    const a = make();
+    const b = make();
+    const sa = new Sgd(a, { momentum: 0.9, weightDecay: 1e-4 });
+    const sb = new Sgd(b, { momentum: 0.9, weightDecay: 1e-4 });
+    const offsets = [0, 12];
+    // The in-place path needs weights and buffers that own their memory.
+    const { wasmView } = await import('./host');
+    expect([...a, ...sa.state().buffers].every((v) => wasmView(v) !== undefined)).toBe(true);
+    for (let step = 0; step < 3; step++) {
+      const flat = Float32Array.from({ length: 17 }, (_, k) => Math.cos(k * (step + 1)));
+      sa.stepFlat(flat, offsets, 0.05);
+      const grads = [tf.tensor(flat.slice(0, 12), [3, 4]), tf.tensor(flat.slice(12), [5])];
+      sb.step(grads, 0.05);
+      tf.dispose(grads);
+    }
+    a.forEach((v, i) => expect(Buffer.from((v.dataSync() as Float32Array).buffer).equals(Buffer.from((b[i]!.dataSync() as Float32Array).buffer))).toBe(true));
+    sa.state().buffers.forEach((v, i) => expect(Array.from(v.dataSync())).toEqual(Array.from(sb.state().buffers[i]!.dataSync())));
+    [sa, sb].forEach((s) => s.dispose());
+    [...a, ...b].forEach((v) => v.dispose());
+  });
+});

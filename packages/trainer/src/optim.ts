@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { wasmView } from './host';
 
 export interface SgdOptions {
   /** Momentum factor; 0 disables the momentum buffers. */
@@ -21,7 +22,8 @@ export class Sgd {
     private readonly params: readonly tf.Variable[],
     private readonly opts: SgdOptions,
   ) {
-    this.buffers = opts.momentum > 0 ? params.map((p) => tf.variable(tf.zerosLike(p), false)) : [];
+    // In a tidy so the zeros tensor is released and the variable alone owns its memory.
+    this.buffers = opts.momentum > 0 ? params.map((p) => tf.tidy(() => tf.variable(tf.zerosLike(p), false))) : [];
   }
 
   /** Applies one step. `grads` are aligned with the params and are not disposed. */
@@ -39,6 +41,37 @@ export class Sgd {
           d = next;
         }
         p.assign(tf.sub(p, tf.mul(d, lr)));
+      }
+    });
+    this.started = true;
+  }
+
+  /**
+   * The same step with the gradients given as slices of one flat buffer (`grads.subarray(offsets[i], ...)`).
+   * On wasm it updates the weights and momentum buffers in place on the heap in one pass per tensor, in
+   * float32 with the same operation order as step(), instead of five tfjs kernels and fresh tensors per
+   * parameter; elsewhere (or when a weight shares memory) it falls back to step().
+   */
+  stepFlat(grads: Float32Array, offsets: readonly number[], lr: number): void {
+    const { momentum, weightDecay } = this.opts;
+    const views = this.params.map((p, i) => ({ w: wasmView(p), b: momentum !== 0 ? wasmView(this.buffers[i]!) : undefined }));
+    if (views.some((v) => !v.w || (momentum !== 0 && !v.b))) {
+      const tensors = this.params.map((p, i) => tf.tensor(grads.slice(offsets[i]!, offsets[i]! + p.size), p.shape, 'float32'));
+      this.step(tensors, lr);
+      tf.dispose(tensors);
+      return;
+    }
+    const f = Math.fround;
+    const mom = f(momentum), wd = f(weightDecay), rate = f(lr);
+    views.forEach(({ w, b }, i) => {
+      const g = grads.subarray(offsets[i]!, offsets[i]! + w!.length);
+      for (let k = 0; k < w!.length; k++) {
+        let d = weightDecay !== 0 ? f(g[k]! + f(w![k]! * wd)) : g[k]!;
+        if (b) {
+          d = this.started ? f(f(b[k]! * mom) + d) : d;
+          b[k] = d;
+        }
+        w![k] = f(w![k]! - f(d * rate));
       }
     });
     this.started = true;

@@ -151,7 +151,7 @@ export class TrainStep {
   }
 
   private apply(lr: number): void {
-    const { params, buffers } = this.model;
+    const { buffers } = this.model;
     // On wasm, tf.tensor() copies into the wasm heap; elsewhere the backend may keep a reference to the
     // array we hand it, and `flat` is overwritten next step, so those backends get a copy.
     const copy = tf.getBackend() !== 'wasm';
@@ -159,11 +159,8 @@ export class TrainStep {
       const a = this.flat.subarray(off, off + v.size);
       return tf.tensor(copy ? a.slice() : a, v.shape, 'float32');
     };
-    tf.tidy(() => {
-      const grads = params.map((p, i) => view(this.paramOffsets[i]!, p.variable));
-      this.sgd.step(grads, lr);
-      this.model.assignRunningStats(buffers.map((b, i) => view(this.bufferOffsets[i]!, b.variable)));
-    });
+    this.sgd.stepFlat(this.flat, this.paramOffsets, lr);
+    tf.tidy(() => this.model.assignRunningStats(buffers.map((b, i) => view(this.bufferOffsets[i]!, b.variable))));
   }
 }
 
