@@ -22,9 +22,12 @@ describe('training learns the built-in data set', () => {
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(summary.numTensors.last).toBe(summary.numTensors.first);
-    // Resident memory settles after warm-up instead of growing with every step.
+    // Resident memory settles after warm-up instead of growing with every step: the garbage collector's
+    // saw-tooth peaks as high in the second half as in the first, not higher.
     const rss = readJsonl(path.join(out, 'metrics.jsonl')).filter((m) => m.type === 'step').map((m) => m.rssMB as number);
-    expect(rss.at(-1)! - rss[19]!, `rss ${rss[19]} MB at step 20, ${rss.at(-1)} MB at the end`).toBeLessThan(64);
+    const firstPeak = Math.max(...rss.slice(10, STEPS / 2));
+    const secondPeak = Math.max(...rss.slice(STEPS / 2));
+    expect(secondPeak - firstPeak, `rss peaks: ${firstPeak} MB (steps 10-${STEPS / 2}), ${secondPeak} MB (after)`).toBeLessThan(96);
     expect(r.stdout).toMatch(new RegExp(`summary: ${STEPS} steps`));
     expect(r.stdout).toMatch(/backend: wasm/);
   }, 900_000);
