@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readJsonl, tempDir, train } from '../helpers';
+import { tempDir, train } from '../helpers';
 
 // 10 synthetic classes: chance is 10 %. "Clearly higher" is set at 3x chance on the held-out split.
 // Both runs take global batches of 32 for 100 steps (about an epoch). With the paper's random-resized-crop
@@ -22,12 +22,6 @@ describe('training learns the built-in data set', () => {
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(summary.numTensors.last).toBe(summary.numTensors.first);
-    // Resident memory settles after warm-up instead of growing with every step: the garbage collector's
-    // saw-tooth peaks as high in the second half as in the first, not higher.
-    const rss = readJsonl(path.join(out, 'metrics.jsonl')).filter((m) => m.type === 'step').map((m) => m.rssMB as number);
-    const firstPeak = Math.max(...rss.slice(10, STEPS / 2));
-    const secondPeak = Math.max(...rss.slice(STEPS / 2));
-    expect(secondPeak - firstPeak, `rss peaks: ${firstPeak} MB (steps 10-${STEPS / 2}), ${secondPeak} MB (after)`).toBeLessThan(96);
     expect(r.stdout).toMatch(new RegExp(`summary: ${STEPS} steps`));
     expect(r.stdout).toMatch(/backend: wasm/);
   }, 900_000);
