@@ -55,4 +55,25 @@ describe('failures stop the job fast and restarts lose nothing', () => {
     const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
     expect(summary.steps).toBe(8);
   }, 600_000);
+
+  it('SIGTERM to the launcher (what Nx forwards) stops every child and leaves no orphans', async () => {
+    const out = path.join(tempDir('sigterm'), 'run');
+    const run = startTrain([...common, '--steps=200', `--out=${out}`]);
+    await waitFor(() => stepsLogged(out) >= 2, 240_000, 'step 2');
+    const pids = (JSON.parse(fs.readFileSync(path.join(out, 'processes.json'), 'utf8')) as { processes: { pid: number }[] }).processes.map((p) => p.pid);
+    const sentAt = Date.now();
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    expect(r.code).toBe(143);
+    expect(Date.now() - sentAt).toBeLessThan(10_000);
+    const alive = pids.filter((pid) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    expect(alive, 'child processes still running').toEqual([]);
+  }, 600_000);
 });
