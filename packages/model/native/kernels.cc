@@ -487,6 +487,68 @@ napi_value CopyCols(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+
+// ---- SGD (torch.optim.SGD: d = g + wd*w; buf = d on the first step, else momentum*buf + d; w -= lr*buf) ----
+// Each product and sum is rounded to float32 in the order tfjs's kernels use, and never contracted into an
+// FMA, so the result is bitwise that of the tensor path.
+__attribute__((optimize("fp-contract=off")))
+void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd, float lr, bool started) {
+  for (size_t i = 0; i < n; i++) {
+    float d = g[i] + w[i] * wd;
+    if (b) {
+      if (started) d = b[i] * mom + d;
+      b[i] = d;
+    }
+    w[i] = w[i] - d * lr;
+  }
+}
+
+// sgd(heap, wOffsets: Float64Array, bOffsets: Float64Array (-1: none), sizes: Float64Array,
+//     grads: Float32Array, gOffsets: Float64Array, momentum, weightDecay, lr, started)
+napi_value Sgd(napi_env env, napi_callback_info info) {
+  size_t argc = 10; napi_value argv[10];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint8_t* heap; size_t len;
+  auto typed = [&](napi_value v, napi_typedarray_type want, void** data, size_t* count) {
+    napi_typedarray_type t; napi_value ab; size_t off;
+    return napi_get_typedarray_info(env, v, &t, count, data, &ab, &off) == napi_ok && t == want;
+  };
+  void *wo, *bo, *sz, *gr, *go; size_t nw, nb, ns, ng, ngo;
+  if (argc != 10 || !heapPtr(env, argv[0], &heap, &len) || !typed(argv[1], napi_float64_array, &wo, &nw) ||
+      !typed(argv[2], napi_float64_array, &bo, &nb) || !typed(argv[3], napi_float64_array, &sz, &ns) ||
+      !typed(argv[4], napi_float32_array, &gr, &ng) || !typed(argv[5], napi_float64_array, &go, &ngo) ||
+      nb != nw || ns != nw || ngo != nw) {
+    napi_throw_type_error(env, nullptr, "sgd(heap, wOffsets, bOffsets, sizes, grads, gOffsets, momentum, weightDecay, lr, started)");
+    return nullptr;
+  }
+  const double *W = static_cast<double*>(wo), *B = static_cast<double*>(bo), *S = static_cast<double*>(sz), *G = static_cast<double*>(go);
+  const float* grads = static_cast<float*>(gr);
+  for (size_t i = 0; i < nw; i++) {
+    if (W[i] < 0 || W[i] + 4 * S[i] > len || (B[i] >= 0 && B[i] + 4 * S[i] > len) || G[i] < 0 || G[i] + S[i] > ng) {
+      napi_throw_range_error(env, nullptr, "sgd: out of bounds"); return nullptr;
+    }
+  }
+  float mom = (float)num(env, argv[6]), wd = (float)num(env, argv[7]), lr = (float)num(env, argv[8]);
+  bool started = num(env, argv[9]) != 0;
+  // Split the tensors between the threads by element count.
+  double total = 0; for (size_t i = 0; i < nw; i++) total += S[i];
+  auto run = [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) {
+      float* w = reinterpret_cast<float*>(heap + (size_t)W[i]);
+      float* b = B[i] >= 0 ? reinterpret_cast<float*>(heap + (size_t)B[i]) : nullptr;
+      sgdRange(w, b, grads + (size_t)G[i], (size_t)S[i], mom, wd, lr, started);
+    }
+  };
+  if (numThreads() == 1 || nw < 2) { run(0, nw); return nullptr; }
+  size_t split = 0; double acc = 0;
+  while (split < nw && acc + S[split] <= total / 2) acc += S[split++];
+  if (split == 0) split = 1;
+  std::thread t(run, 0, split);
+  run(split, nw);
+  t.join();
+  return nullptr;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   napi_value f;
   napi_create_function(env, "sgemm", NAPI_AUTO_LENGTH, Sgemm, nullptr, &f);
@@ -505,6 +567,8 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "bnReluBackward", f);
   napi_create_function(env, "copyCols", NAPI_AUTO_LENGTH, CopyCols, nullptr, &f);
   napi_set_named_property(env, exports, "copyCols", f);
+  napi_create_function(env, "sgd", NAPI_AUTO_LENGTH, Sgd, nullptr, &f);
+  napi_set_named_property(env, exports, "sgd", f);
   return exports;
 }
 

@@ -24,10 +24,12 @@ interface Addon {
     dx: number, dgamma: number, dbeta: number, m: number, c: number, eps: number): void;
   copyCols(heap: ArrayBuffer, src: number, dst: number, m: number, srcStride: number, dstStride: number, width: number,
     srcCol: number, dstCol: number): void;
+  sgd?(heap: ArrayBuffer, wOffsets: Float64Array, bOffsets: Float64Array, sizes: Float64Array, grads: Float32Array,
+    gOffsets: Float64Array, momentum: number, weightDecay: number, lr: number, started: number): void;
 }
 
 interface WasmBackend {
-  dataIdMap: { get(id: unknown): { memoryOffset: number } | undefined };
+  dataIdMap: { get(id: unknown): { memoryOffset: number; refCount?: number } | undefined };
   wasm: { HEAPU8: Uint8Array };
   makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
 }
@@ -224,4 +226,27 @@ export function concatChannels(parts: tf.Tensor4D[]): tf.Tensor4D {
     };
   }) as never) as (...t: tf.Tensor[]) => tf.Tensor4D;
   return op(...parts);
+}
+
+/**
+ * One SGD step of torch.optim.SGD (d = g + wd*w; buf = d first, else momentum*buf + d; w -= lr*buf) in place
+ * on the wasm heap, for every param at once, from a flat gradient buffer (param i's gradient starts at
+ * gradOffsets[i]). Same float32 rounding as the tensor path. Returns false (nothing done) when the native
+ * kernels are not active or a tensor shares its memory with another, so the caller can use tfjs instead.
+ */
+export function nativeSgd(params: readonly tf.Variable[], buffers: readonly tf.Variable[] | null, grads: Float32Array,
+  gradOffsets: readonly number[], o: { momentum: number; weightDecay: number; lr: number; started: boolean }): boolean {
+  const n = active();
+  if (!n?.k.sgd) return false;
+  const own = (t: tf.Tensor): number => {
+    const e = n.be.dataIdMap.get(t.dataId);
+    return e && t.dtype === 'float32' && (e.refCount ?? 1) === 1 ? e.memoryOffset : -1;
+  };
+  const w = Float64Array.from(params, own);
+  const b = buffers ? Float64Array.from(buffers, own) : new Float64Array(params.length).fill(-1);
+  if (w.some((x) => x < 0) || (buffers && b.some((x) => x < 0))) return false;
+  const sizes = Float64Array.from(params, (p) => p.size);
+  const heap = n.be.wasm.HEAPU8.buffer as ArrayBuffer;
+  timed('sgd', () => n.k.sgd!(heap, w, b, sizes, grads, Float64Array.from(gradOffsets), o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0));
+  return true;
 }

@@ -32,9 +32,11 @@ describe('SGD with momentum and weight decay', () => {
 });
 
 describe('SGD from a flat gradient buffer', () => {
-  it('updates weights and momentum in place on wasm with the same bits as the tensor path', async () => {
-    const { selectBackend } = await import('@googlenet/model');
+  it.each([true, false])('updates weights and momentum in place on wasm with the same bits as the tensor path (native kernels: %s)', async (native) => {
+    const { selectBackend, setNativeEnabled, nativeActive } = await import('@googlenet/model');
     await selectBackend('wasm');
+    setNativeEnabled(native);
+    if (native && !nativeActive()) throw new Error('the native kernels are not built: run `npm rebuild @googlenet/model` (needs g++)');
     const shapes = [[3, 4], [5]];
     const init = shapes.map((s, i) => Float32Array.from({ length: s.reduce((a, b) => a * b) }, (_, k) => Math.sin(k + 10 * i)));
     const make = () => init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
@@ -57,5 +59,6 @@ describe('SGD from a flat gradient buffer', () => {
     sa.state().buffers.forEach((v, i) => expect(Array.from(v.dataSync())).toEqual(Array.from(sb.state().buffers[i]!.dataSync())));
     [sa, sb].forEach((s) => s.dispose());
     [...a, ...b].forEach((v) => v.dispose());
+    setNativeEnabled(true);
   });
 });

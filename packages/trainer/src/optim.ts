@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { nativeSgd } from '@googlenet/model';
 import { wasmView } from './host';
 
 export interface SgdOptions {
@@ -54,6 +55,11 @@ export class Sgd {
    */
   stepFlat(grads: Float32Array, offsets: readonly number[], lr: number): void {
     const { momentum, weightDecay } = this.opts;
+    const buffers = momentum !== 0 ? this.buffers : null;
+    if (nativeSgd(this.params, buffers, grads, offsets, { momentum, weightDecay, lr, started: this.started })) {
+      this.started = true;
+      return;
+    }
     const views = this.params.map((p, i) => ({ w: wasmView(p), b: momentum !== 0 ? wasmView(this.buffers[i]!) : undefined }));
     if (views.some((v) => !v.w || (momentum !== 0 && !v.b))) {
       const tensors = this.params.map((p, i) => tf.tensor(grads.slice(offsets[i]!, offsets[i]! + p.size), p.shape, 'float32'));
