@@ -93,8 +93,12 @@ export class Resampler {
   /**
    * `src` is HWC uint8 with `C` channels (1: grey, replicated; 2: grey+alpha; 3: RGB; 4: RGBA, alpha ignored).
    * Sampling points are pixel centres (align_corners=false), clamped at the image edge.
+   * `src` may hold only part of the W x H image: columns srcLeft to srcLeft + srcWidth of rows srcTop onwards
+   * (what decodeRows returns), as long as it covers the crop plus one pixel of border where the image has one.
+   * Coordinates and weights are computed in full-image space, so the pixels are identical to rendering from
+   * the whole image.
    */
-  render(src: Uint8Array, W: number, H: number, C: number, box: CropBox, norm: Normaliser, out: Float32Array, offset: number): void {
+  render(src: Uint8Array, W: number, H: number, C: number, box: CropBox, norm: Normaliser, out: Float32Array, offset: number, srcLeft = 0, srcTop = 0, srcWidth = W): void {
     const S = this.size;
     const { xa, xb, fx } = this;
     const sxScale = box.w / S;
@@ -105,12 +109,12 @@ export class Resampler {
       else if (sx > W - 1) sx = W - 1;
       const x0 = Math.floor(sx);
       const x1 = x0 + 1 < W ? x0 + 1 : x0;
-      xa[ox] = x0 * C;
-      xb[ox] = x1 * C;
+      xa[ox] = (x0 - srcLeft) * C;
+      xb[ox] = (x1 - srcLeft) * C;
       fx[ox] = sx - x0;
     }
     const syScale = box.h / S;
-    const rowStride = W * C;
+    const rowStride = srcWidth * C;
     const s0 = norm.scale[0]!, s1 = norm.scale[1]!, s2 = norm.scale[2]!;
     const b0 = norm.bias[0]!, b1 = norm.bias[1]!, b2 = norm.bias[2]!;
     let o = offset;
@@ -121,8 +125,8 @@ export class Resampler {
       const y0 = Math.floor(sy);
       const y1 = y0 + 1 < H ? y0 + 1 : y0;
       const fy = sy - y0;
-      const r0 = y0 * rowStride;
-      const r1 = y1 * rowStride;
+      const r0 = (y0 - srcTop) * rowStride;
+      const r1 = (y1 - srcTop) * rowStride;
       if (C >= 3) {
         for (let ox = 0; ox < S; ox++) {
           const a = xa[ox]!, b = xb[ox]!, f = fx[ox]!;

@@ -5,6 +5,7 @@
  */
 import { chooseCrop, normaliser, Resampler, type Normaliser } from './augment.js';
 import { DataError } from './errors.js';
+import { decodeRows, imageDims } from './datasets/codec.js';
 import type { RawImage, Source } from './datasets/types.js';
 
 export interface DecodeConfig {
@@ -73,6 +74,31 @@ export class BatchDecoder {
     return run;
   }
 
+  /**
+   * Encoded samples: the crop is chosen from the header's size, then only the rows from one above the crop to
+   * the bottom and the columns of the crop plus one on each side are decoded (see decodeRows), and rendered
+   * exactly as from the full image. False when the header cannot be read or this decode fails; the caller then
+   * decodes the whole image, which reports a corrupt file with sharp's usual error.
+   */
+  private async renderEncoded(bytes: Uint8Array, task: BatchTask, index: number, images: Float32Array, offset: number): Promise<boolean> {
+    const dims = imageDims(bytes);
+    if (!dims) return false;
+    const { width: W, height: H } = dims;
+    const box = chooseCrop(W, H, { augment: task.augment, imageSize: this.imageSize, seed: task.seed, epoch: task.epoch, index });
+    const left = Math.max(0, box.x - 1);
+    const top = Math.max(0, box.y - 1);
+    const width = Math.min(W, box.x + box.w + 1) - left;
+    let raw: RawImage;
+    try {
+      raw = await decodeRows(bytes, left, top, width, H);
+    } catch {
+      return false;
+    }
+    if (raw.width !== width || raw.height !== H - top || raw.channels < 1 || raw.channels > 4) return false;
+    this.resampler.render(raw.data, W, H, raw.channels, box, this.norm, images, offset, left, top, width);
+    return true;
+  }
+
   private async fillNow(task: BatchTask, out: BatchBuffers): Promise<BatchResult> {
     const S = this.imageSize;
     const per = S * S * 3;
@@ -82,6 +108,13 @@ export class BatchDecoder {
     for (let j = 0; j < task.indices.length; j++) {
       const index = task.indices[j]!;
       try {
+        const bytes = this.source.encoded?.(index);
+        if (bytes && (await this.renderEncoded(bytes, task, index, out.images, row * per))) {
+          out.labels[row] = this.source.label(index);
+          out.indices[row] = index;
+          row++;
+          continue;
+        }
         const got = this.source.read(index);
         const raw: RawImage = got instanceof Promise ? await got : got;
         if (raw.width < 1 || raw.height < 1 || raw.channels < 1 || raw.channels > 4) throw new Error(`unsupported image ${raw.width}x${raw.height}x${raw.channels}`);

@@ -99,6 +99,10 @@ export class FileSource implements Source {
     return decodeImage(readFileSync(this.paths[i]!));
   }
 
+  encoded(i: number): Uint8Array {
+    return readFileSync(this.paths[i]!);
+  }
+
   where(i: number): string {
     return this.paths[i]!;
   }

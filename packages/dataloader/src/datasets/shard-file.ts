@@ -138,6 +138,10 @@ export class ShardReader {
     return this.index.readInt32LE(r * ENTRY + 12);
   }
 
+  encoding(r: number): number {
+    return this.index.readUInt8(r * ENTRY + 21);
+  }
+
   /** Record r's bytes, in a scratch buffer valid until the next read. */
   read(r: number): ShardRecord {
     const m = this.meta(r);

@@ -118,6 +118,11 @@ export class ShardSource implements Source {
     return decodeImage(rec.bytes);
   }
 
+  encoded(i: number): Uint8Array | null {
+    const [r, k] = this.locate(i);
+    return r.encoding(k) === RecordEncoding.Raw ? null : r.read(k).bytes;
+  }
+
   where(i: number): string {
     const [r, k] = this.locate(i);
     return `${r.path}#${k}`;

@@ -20,6 +20,12 @@ export interface Source {
   label(i: number): number;
   /** Pixels of sample i. The data may be a view into shared memory or a scratch buffer valid until the next read. */
   read(i: number): RawImage | Promise<RawImage>;
+  /**
+   * Optional: the encoded bytes (JPEG/PNG) of sample i, or null when it is stored as pixels. When given, the
+   * decoder reads the header, chooses the crop and decodes only the rows and columns the crop needs; read()
+   * remains the fallback. Same lifetime rules as read().
+   */
+  encoded?(i: number): Uint8Array | null;
   /** Where sample i lives, for error messages: a file path, or `path#record`. */
   where(i: number): string;
   close?(): void;
