@@ -307,21 +307,8 @@ class CoordinatorServer implements Coordinator {
     if (rank === null || this.state !== 'running') {
       throw new ProtocolViolation(CloseCode.UNEXPECTED, 'data before the rendezvous completed');
     }
-    if (m.op === 'bcast' && m.dtype !== 'f32') throw new ProtocolViolation(CloseCode.MALFORMED, 'broadcasts are always f32');
-    let r = this.round;
-    if (!r) {
-      if (m.seq !== this.lastSeq + 1) throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${m.seq} while ${this.lastSeq + 1} is next`);
-      const gone = this.workers.findIndex((w) => !w || w.state === 'left');
-      if (gone >= 0) return this.abort(gone, 'CONNECTION_LOST', `rank ${gone} left the job before collective ${m.seq}`);
-      r = this.round = this.newRound(m);
-    } else if (m.seq !== r.seq) {
-      throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${m.seq} while ${r.seq} is in progress`);
-    }
-    if (m.op !== r.op || m.dtype !== r.dtype || m.numel !== r.numel || m.bucketElems !== r.bucketElems) {
-      const first = this.workers.findIndex((_, k) => r!.bucketsPerRank[k]! > 0 && k !== rank);
-      return this.abort(rank, 'SIZE_MISMATCH', `rank ${rank} sent ${m.op} of ${m.numel} ${m.dtype} values (buckets of ${m.bucketElems}) ` +
-        `but rank ${first} sent ${r.op} of ${r.numel} ${r.dtype} (buckets of ${r.bucketElems}); every rank must call the same collectives with equal-length buffers and options`);
-    }
+    const r = this.joinRound(rank, m, () => this.newRound(m));
+    if (!r) return;
     const b = m.bucket;
     const count = b === r.nb - 1 ? r.numel - b * r.bucketElems : r.bucketElems;
     if (b >= r.nb || m.count !== count || payload.length !== count * r.esize) {
@@ -346,24 +333,39 @@ class CoordinatorServer implements Coordinator {
     if (++r.gotPerBucket[b]! === this.opts.worldSize) this.finishBucket(r, b, count);
   }
 
-  /** Peer data plane: rank announces collective m.seq; when every rank has, consistently, all get go (+ metric sums). */
-  private onColl(conn: Conn, m: CollMsg): void {
-    const rank = conn.rank!;
+  /**
+   * Starts collective m.seq (with `open`) or joins the one in progress, for both data planes: the sequence
+   * must be the next one, every rank still in the job, and op, dtype, length and buckets equal on every rank.
+   * Returns undefined after aborting the job.
+   */
+  private joinRound(rank: number, m: { op: string; dtype: string; seq: number; numel: number; bucketElems: number }, open: () => Round): Round | undefined {
     if (m.op === 'bcast' && m.dtype !== 'f32') throw new ProtocolViolation(CloseCode.MALFORMED, 'broadcasts are always f32');
     let r = this.round;
     if (!r) {
       if (m.seq !== this.lastSeq + 1) throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${m.seq} while ${this.lastSeq + 1} is next`);
       const gone = this.workers.findIndex((w) => !w || w.state === 'left');
-      if (gone >= 0) return this.abort(gone, 'CONNECTION_LOST', `rank ${gone} left the job before collective ${m.seq}`);
-      r = this.round = this.newRound({ ...m, bucket: 0, count: 0, type: 'data' }, true);
+      if (gone >= 0) {
+        this.abort(gone, 'CONNECTION_LOST', `rank ${gone} left the job before collective ${m.seq}`);
+        return undefined;
+      }
+      r = this.round = open();
     } else if (m.seq !== r.seq) {
       throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${m.seq} while ${r.seq} is in progress`);
     }
     if (m.op !== r.op || m.dtype !== r.dtype || m.numel !== r.numel || m.bucketElems !== r.bucketElems) {
       const first = this.workers.findIndex((_, k) => r!.bucketsPerRank[k]! > 0 && k !== rank);
-      return this.abort(rank, 'SIZE_MISMATCH', `rank ${rank} sent ${m.op} of ${m.numel} ${m.dtype} values (buckets of ${m.bucketElems}) ` +
+      this.abort(rank, 'SIZE_MISMATCH', `rank ${rank} sent ${m.op} of ${m.numel} ${m.dtype} values (buckets of ${m.bucketElems}) ` +
         `but rank ${first} sent ${r.op} of ${r.numel} ${r.dtype} (buckets of ${r.bucketElems}); every rank must call the same collectives with equal-length buffers and options`);
+      return undefined;
     }
+    return r;
+  }
+
+  /** Peer data plane: rank announces collective m.seq; when every rank has, consistently, all get go (+ metric sums). */
+  private onColl(conn: Conn, m: CollMsg): void {
+    const rank = conn.rank!;
+    const r = this.joinRound(rank, m, () => this.newRound({ ...m, bucket: 0, count: 0, type: 'data' }, true));
+    if (!r) return;
     if (r.bucketsPerRank[rank]) throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${r.seq} announced twice`);
     if (m.metrics) {
       if (r.metricsLen >= 0 && m.metrics.length !== r.metricsLen) {

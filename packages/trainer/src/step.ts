@@ -49,6 +49,8 @@ export class TrainStep {
   private readonly metrics = new Float64Array(4);
   private readonly paramOffsets: number[] = [];
   private readonly bufferOffsets: number[] = [];
+  /** paramOffsets then bufferOffsets: where each of computeGradients' grads and runningStats goes in `flat`. */
+  private readonly partOffsets: number[];
   private readonly topK: number;
 
   constructor(
@@ -67,6 +69,7 @@ export class TrainStep {
       off += b.variable.size;
     }
     this.flat = new Float32Array(off);
+    this.partOffsets = [...this.paramOffsets, ...this.bufferOffsets];
     this.topK = Math.min(5, model.numClasses);
   }
 
@@ -146,8 +149,7 @@ export class TrainStep {
   }
 
   private writeFlat(parts: readonly tf.Tensor[]): void {
-    const offsets = [...this.paramOffsets, ...this.bufferOffsets];
-    parts.forEach((p, i) => readInto(p, this.flat, offsets[i]!));
+    parts.forEach((p, i) => readInto(p, this.flat, this.partOffsets[i]!));
   }
 
   private apply(lr: number): void {
