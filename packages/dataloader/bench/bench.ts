@@ -13,9 +13,10 @@ import { FASHION_MNIST_DIR } from '../src/datasets/fashion-mnist.js';
 import { DataError } from '../src/errors.js';
 import { makeShards } from '../src/make-shards.js';
 import { createDataLoader, type LoaderOptions } from '../src/index.js';
+import { nativeRenderStatus } from '../src/native-render.js';
 
 const FLAGS: Record<string, FlagSpec> = {
-  images: { type: 'int', min: 32, help: 'JPEG fixtures to write and images per JPEG measurement (default 320)' },
+  images: { type: 'int', min: 32, help: 'JPEG fixtures to write and images per JPEG measurement (default 960: a second or more per row, so one slow moment does not decide the figure)' },
   threads: { type: 'int', min: 1, help: 'decode threads for the pool rows (default: available cores)' },
 };
 
@@ -61,7 +62,7 @@ async function main(argv: string[]): Promise<void> {
     console.log(usage('nx run dataloader:bench -- [flags]', 'Loader throughput per data set (images/s).', FLAGS));
     return;
   }
-  const images = (values.images as number | undefined) ?? 320;
+  const images = (values.images as number | undefined) ?? 960;
   const pool = (values.threads as number | undefined) ?? availableParallelism();
   const tmp = mkdtempSync(join(tmpdir(), 'dataloader-bench-'));
   try {
@@ -87,13 +88,14 @@ async function main(argv: string[]): Promise<void> {
     rows.push(await measure('shards (raw records) 32', { ...small, dataset: 'shards', dataDir: join(tmp, 'shards-raw'), threads: pool }, 20_000));
 
     const w = Math.max(...rows.map((r) => r.name.length));
+    console.log(`crop/resize loop: ${nativeRenderStatus()}`);
     console.log(`${'data set'.padEnd(w)} | threads |  images | seconds |   img/s`);
     console.log(`${'-'.repeat(w)}-|---------|---------|---------|--------`);
     for (const r of rows) {
       const t = r.threads === 0 ? 'inline' : String(r.threads);
       console.log(`${r.name.padEnd(w)} | ${t.padStart(7)} | ${String(r.images).padStart(7)} | ${r.seconds.toFixed(2).padStart(7)} | ${r.imgPerSec.toFixed(0).padStart(7)}`);
     }
-    console.log(JSON.stringify({ bench: 'dataloader', cores: availableParallelism(), rows: rows.map((r) => ({ ...r, seconds: +r.seconds.toFixed(3), imgPerSec: +r.imgPerSec.toFixed(1) })) }));
+    console.log(JSON.stringify({ bench: 'dataloader', cores: availableParallelism(), render: nativeRenderStatus(), rows: rows.map((r) => ({ ...r, seconds: +r.seconds.toFixed(3), imgPerSec: +r.imgPerSec.toFixed(1) })) }));
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -20,17 +20,20 @@ describe('Resampler', () => {
     expect([...out]).toEqual([20, 20, 20, 10, 10, 10, 40, 40, 40, 30, 30, 30]);
   });
 
-  it('interpolates bilinearly and normalises with mean and std', () => {
-    const src = Uint8Array.from([0, 0, 0, 255, 255, 255]); // 2x1 RGB: black, white
-    const out = new Float32Array(4 * 3);
-    const norm = normaliser([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]); // [0,255] -> [-1, 1]
-    new Resampler(4).render(src, 2, 1, 3, { x: 0, y: 0, w: 2, h: 1, flip: false }, norm, out, 0);
-    const r = [0, 3, 6, 9].map((k) => out[k]!);
-    expect(r[0]).toBeCloseTo(-1); // clamped at the left edge
-    expect(r[1]).toBeCloseTo(-0.5); // a quarter of the way
-    expect(r[2]).toBeCloseTo(0.5);
-    expect(r[3]).toBeCloseTo(1);
-  });
+  for (const native of [false, true]) {
+    it(`interpolates bilinearly and normalises with mean and std (${native ? 'native loop where built' : 'JavaScript loop'})`, () => {
+      const src = Uint8Array.from([0, 0, 0, 255, 255, 255]); // 2x1 RGB: black, white
+      const out = new Float32Array(4 * 4 * 3);
+      const norm = normaliser([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]); // [0,255] -> [-1, 1]
+      new Resampler(4, { native }).render(src, 2, 1, 3, { x: 0, y: 0, w: 2, h: 1, flip: false }, norm, out, 0);
+      const r = [0, 3, 6, 9].map((k) => out[k]!);
+      expect(r[0]).toBeCloseTo(-1); // clamped at the left edge
+      expect(r[1]).toBeCloseTo(-0.5); // a quarter of the way
+      expect(r[2]).toBeCloseTo(0.5);
+      expect(r[3]).toBeCloseTo(1);
+      expect(out.subarray(12, 24)).toEqual(out.subarray(0, 12)); // one source row: every output row alike
+    });
+  }
 });
 
 describe('crops', () => {

@@ -3,6 +3,7 @@
  * batch buffer. Randomness comes from an Rng keyed by (seed, epoch, sample index), so a sample's augmentation
  * does not depend on which rank or thread decodes it.
  */
+import { nativeRender, type RenderAddon } from './native-render.js';
 import { Rng } from './rng.js';
 
 /** A source rectangle (pixels, may be fractional-free integers) and whether to mirror it. */
@@ -76,15 +77,19 @@ export function normaliser(mean: readonly number[], std: readonly number[]): Nor
 /**
  * Bilinear crop+resize+flip+normalise into `out` at `offset` (imageSize*imageSize*3 floats, HWC).
  * One Resampler per thread: its small per-column tables are allocated once, so a sample costs no allocation.
+ * The compiled loop (native-render.ts) is used where built; it writes the same bits as the loop below.
  */
 export class Resampler {
   readonly size: number;
+  private readonly addon: RenderAddon | null;
   private readonly xa: Int32Array; // left source column * channels
   private readonly xb: Int32Array; // right source column * channels
   private readonly fx: Float32Array; // weight of the right column
 
-  constructor(size: number) {
+  /** `native: false` forces the JavaScript loop (tests compare the two). */
+  constructor(size: number, opts: { native?: boolean } = {}) {
     this.size = size;
+    this.addon = opts.native === false ? null : nativeRender();
     this.xa = new Int32Array(size);
     this.xb = new Int32Array(size);
     this.fx = new Float32Array(size);
@@ -94,12 +99,16 @@ export class Resampler {
    * `src` is HWC uint8 with `C` channels (1: grey, replicated; 2: grey+alpha; 3: RGB; 4: RGBA, alpha ignored).
    * Sampling points are pixel centres (align_corners=false), clamped at the image edge.
    * `src` may hold only part of the W x H image: columns srcLeft to srcLeft + srcWidth of rows srcTop onwards
-   * (what decodeRows returns), as long as it covers the crop plus one pixel of border where the image has one.
+   * (what decodeRegion returns), as long as it covers the crop plus one pixel of border where the image has one.
    * Coordinates and weights are computed in full-image space, so the pixels are identical to rendering from
    * the whole image.
    */
   render(src: Uint8Array, W: number, H: number, C: number, box: CropBox, norm: Normaliser, out: Float32Array, offset: number, srcLeft = 0, srcTop = 0, srcWidth = W): void {
     const S = this.size;
+    if (this.addon) {
+      this.addon.render(src, W, H, C, box.x, box.y, box.w, box.h, box.flip, norm.scale, norm.bias, out, offset, srcLeft, srcTop, srcWidth, S);
+      return;
+    }
     const { xa, xb, fx } = this;
     const sxScale = box.w / S;
     for (let ox = 0; ox < S; ox++) {

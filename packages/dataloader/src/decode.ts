@@ -5,7 +5,7 @@
  */
 import { chooseCrop, normaliser, Resampler, type Normaliser } from './augment.js';
 import { DataError } from './errors.js';
-import { decodeRows, imageDims } from './datasets/codec.js';
+import { decodeRegion, hasEndMarker, imageDims } from './datasets/codec.js';
 import type { RawImage, Source } from './datasets/types.js';
 
 export interface DecodeConfig {
@@ -75,26 +75,28 @@ export class BatchDecoder {
   }
 
   /**
-   * Encoded samples: the crop is chosen from the header's size, then only the rows from one above the crop to
-   * the bottom and the columns of the crop plus one on each side are decoded (see decodeRows), and rendered
-   * exactly as from the full image. False when the header cannot be read or this decode fails; the caller then
-   * decodes the whole image, which reports a corrupt file with sharp's usual error.
+   * Encoded samples: the crop is chosen from the header's size, then only the crop plus one pixel of border
+   * on each side is decoded (see decodeRegion) and rendered exactly as from the full image. False when the
+   * header cannot be read, the file does not end as a complete image (truncated, or data after the end), or
+   * this decode fails; the caller then decodes the whole image, which reports a corrupt file with sharp's error.
    */
   private async renderEncoded(bytes: Uint8Array, task: BatchTask, index: number, images: Float32Array, offset: number): Promise<boolean> {
     const dims = imageDims(bytes);
-    if (!dims) return false;
+    if (!dims || !hasEndMarker(bytes)) return false;
     const { width: W, height: H } = dims;
     const box = chooseCrop(W, H, { augment: task.augment, imageSize: this.imageSize, seed: task.seed, epoch: task.epoch, index });
+    // Bilinear taps reach one pixel left/above of the crop and up to row/column x + w (clamped at the edge).
     const left = Math.max(0, box.x - 1);
     const top = Math.max(0, box.y - 1);
     const width = Math.min(W, box.x + box.w + 1) - left;
+    const height = Math.min(H, box.y + box.h + 1) - top;
     let raw: RawImage;
     try {
-      raw = await decodeRows(bytes, left, top, width, H);
+      raw = await decodeRegion(bytes, left, top, width, height);
     } catch {
       return false;
     }
-    if (raw.width !== width || raw.height !== H - top || raw.channels < 1 || raw.channels > 4) return false;
+    if (raw.width !== width || raw.height !== height || raw.channels < 1 || raw.channels > 4) return false;
     this.resampler.render(raw.data, W, H, raw.channels, box, this.norm, images, offset, left, top, width);
     return true;
   }

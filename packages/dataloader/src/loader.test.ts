@@ -1,5 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createDataLoader, type DataLoader } from './index.js';
 import type { LoaderOptions } from './options.js';
@@ -212,6 +213,24 @@ describe('bad input', () => {
     expect(lines.join('\n')).toContain(corrupt);
     await l.next();
     expect(l.stats()).toMatchObject({ epoch: 1, skipped: 1, skippedTotal: 2 });
+    await l.close();
+  });
+
+  it('rejects a truncated JPEG in every epoch, whichever rows its random crop needs', async () => {
+    // Only the crop's region of an encoded image is decoded; the missing end must still be noticed when the
+    // crop lies entirely above the cut.
+    const dir = join(tmp.dir, 'cut');
+    await writeImageFolderFixture(dir, 'train', 1);
+    const W = 100, H = 400; // tall: crops (aspect 3/4-4/3) are at most ~133 rows, many end above the cut
+    const noise = Uint8Array.from({ length: W * H * 3 }, (_, i) => (i * 2654435761) >>> 24);
+    const jpeg = await sharp(noise, { raw: { width: W, height: H, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+    const cut = join(dir, 'train', 'bee', 'cut.jpg');
+    writeFileSync(cut, jpeg.subarray(0, Math.floor(jpeg.length * 0.7)));
+    const l = await createDataLoader({ ...base, dataset: 'imagefolder', dataDir: dir, batchSize: 4, imageSize: 16, onBadSample: 'skip' });
+    for (let epoch = 0; epoch < 6; epoch++) {
+      await l.next(); // 4 files, batch 4: one batch per epoch
+      expect(l.stats()).toMatchObject({ epoch, skipped: 1 });
+    }
     await l.close();
   });
 

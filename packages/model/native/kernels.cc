@@ -1,5 +1,5 @@
 // Native kernels for the wasm backend, operating in place on the wasm heap (tensor data lives at
-// backend.dataIdMap.get(dataId).memoryOffset). Built at install by native/build.mjs with the machine's g++;
+// backend.dataIdMap.get(dataId).memoryOffset). Built at install by tools/build-native.mjs with the machine's g++;
 // when it is missing or fails, src/native.ts reports "unavailable" and every caller uses its tfjs path.
 //   sgemm(heap, a, b, c, M, N, K, transA, transB): C[M,N] = op(A) op(B), row-major, 2 threads
 //   maxPoolGrad(heap, x, dy, dx, N, H, W, C, Ho, Wo, k, stride, padTop, padLeft)

@@ -100,6 +100,7 @@ describe.each([true, false])('custom gradients on wasm (native kernels: %s) matc
     await use();
     await useBackend('wasm');
     const built = existsSync(new URL('../native/build/googlenet_native.node', import.meta.url));
+    if (process.env.GOOGLENET_REQUIRE_NATIVE === '1') expect(built, 'GOOGLENET_REQUIRE_NATIVE=1 but native/build is missing').toBe(true);
     expect(nativeActive()).toBe(native && built); // not built (no compiler at install): the fallbacks above
 
   });

@@ -1,5 +1,5 @@
 /**
- * Optional native kernels (native/kernels.cc, built at install by native/build.mjs) for the wasm backend.
+ * Optional native kernels (native/kernels.cc, built at install by tools/build-native.mjs) for the wasm backend.
  * They read and write tensors in place in the wasm heap, and use both cores: a blocked SGEMM (AVX2/AVX-512
  * via -march=native, any transposition for free) and MaxPoolGrad. tfjs-wasm is single-threaded in Node, its
  * matMul runs at ~11-14 GMAC/s and its transposed products and MaxPoolGrad are slow loops; this SGEMM runs

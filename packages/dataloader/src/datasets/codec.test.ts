@@ -1,7 +1,7 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { chooseCrop, normaliser, Resampler } from '../augment.js';
-import { decodeImage, decodeRows, imageDims } from './codec.js';
+import { decodeImage, decodeRegion, hasEndMarker, imageDims } from './codec.js';
 
 const W = 61;
 const H = 47;
@@ -21,7 +21,7 @@ describe('encoded images: header size and region decode', () => {
     expect(imageDims(Buffer.from('not an image'))).toBeNull();
   });
 
-  it('renders a crop from the decoded rows bit-identically to rendering it from the whole image', async () => {
+  it('renders a crop from the decoded region bit-identically to rendering it from the whole image', async () => {
     const S = 24;
     const rs = new Resampler(S);
     const norm = normaliser([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
@@ -35,8 +35,9 @@ describe('encoded images: header size and region decode', () => {
         const left = Math.max(0, box.x - 1);
         const top = Math.max(0, box.y - 1);
         const width = Math.min(W, box.x + box.w + 1) - left;
-        const rows = await decodeRows(file, left, top, width, H);
-        expect([rows.width, rows.height, rows.channels]).toEqual([width, H - top, full.channels]);
+        const height = Math.min(H, box.y + box.h + 1) - top;
+        const rows = await decodeRegion(file, left, top, width, height);
+        expect([rows.width, rows.height, rows.channels]).toEqual([width, height, full.channels]);
         rs.render(full.data, W, H, full.channels, box, norm, whole, 0);
         rs.render(rows.data, W, H, rows.channels, box, norm, part, 0, left, top, width);
         expect(part).toEqual(whole);
@@ -44,10 +45,20 @@ describe('encoded images: header size and region decode', () => {
     }
   });
 
-  it('still rejects a truncated JPEG when the region lies above the missing data', async () => {
+  it('tells complete JPEG and PNG files from truncated ones and ones with data after the end', async () => {
     const jpeg = await sharp(px, raw).jpeg({ quality: 90 }).toBuffer();
-    const cut = jpeg.subarray(0, Math.floor(jpeg.length * 0.6));
-    await expect(decodeImage(cut)).rejects.toThrow();
-    await expect(decodeRows(cut, 0, 0, 10, H)).rejects.toThrow();
+    const png = await sharp(px, raw).png().toBuffer();
+    expect(hasEndMarker(jpeg)).toBe(true);
+    expect(hasEndMarker(png)).toBe(true);
+    for (const f of [jpeg, png]) {
+      const cut = f.subarray(0, Math.floor(f.length * 0.6));
+      expect(hasEndMarker(cut)).toBe(false);
+      await expect(decodeImage(cut)).rejects.toThrow();
+    }
+    // Bytes after EOI: not "complete" by this test, so the loader decodes it whole and sharp accepts it.
+    const trailing = Buffer.concat([jpeg, Buffer.from('trailer')]);
+    expect(hasEndMarker(trailing)).toBe(false);
+    expect((await decodeImage(trailing)).width).toBe(W);
+    expect(hasEndMarker(Buffer.from('not an image'))).toBe(false);
   });
 });

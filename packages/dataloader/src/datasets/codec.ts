@@ -14,17 +14,37 @@ export async function decodeImage(bytes: Uint8Array): Promise<RawImage> {
 }
 
 /**
- * Decodes rows `top` to the bottom of an encoded image, keeping columns `left` to `left + width`: libvips then
- * skips converting and copying the pixels outside. The region deliberately runs to the last row so that the
- * whole file is still read and a truncated or corrupt image fails exactly as decodeImage does (libvips stops
- * reading a JPEG once the rows it needs are out). `height` is the image's height from imageDims.
+ * Decodes the region `left, top, width, height` of an encoded image: libvips skips converting and copying the
+ * pixels outside it, and stops reading a JPEG once the rows it needs are out, so the rows below the region
+ * cost nothing (TensorFlow's decode_and_crop_jpeg, used by its ImageNet pipelines, does the same). Call it
+ * only for files that pass hasEndMarker: a truncated file then never gets here, and damage below the region
+ * cannot change the pixels it returns. Damage inside the region fails as decodeImage does (failOn: 'warning').
  */
-export async function decodeRows(bytes: Uint8Array, left: number, top: number, width: number, height: number): Promise<RawImage> {
+export async function decodeRegion(bytes: Uint8Array, left: number, top: number, width: number, height: number): Promise<RawImage> {
   const { data, info } = await sharp(bytes, { failOn: 'warning' })
-    .extract({ left, top, width, height: height - top })
+    .extract({ left, top, width, height })
     .raw({ depth: 'uchar' })
     .toBuffer({ resolveWithObject: true });
   return { data, width: info.width, height: info.height, channels: info.channels };
+}
+
+/**
+ * Whether the file ends as a complete JPEG (EOI marker FF D9) or PNG (IEND chunk) does. A truncated download
+ * does not; neither does a JPEG with bytes appended after EOI, which the loader then decodes whole, so that
+ * sharp decides whether it is an image.
+ */
+export function hasEndMarker(bytes: Uint8Array): boolean {
+  const n = bytes.length;
+  const kind = imageKind(bytes);
+  if (kind === 'jpeg') return n >= 4 && bytes[n - 2] === 0xff && bytes[n - 1] === 0xd9;
+  if (kind === 'png') {
+    // Length 0, 'IEND', CRC ae 42 60 82.
+    const tail = [0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82];
+    if (n < 8 + tail.length) return false;
+    for (let i = 0; i < tail.length; i++) if (bytes[n - tail.length + i] !== tail[i]) return false;
+    return true;
+  }
+  return false;
 }
 
 /**
