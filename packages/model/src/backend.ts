@@ -1,10 +1,13 @@
 /**
  * Backend selection. `auto` takes the best backend that loads here, in the order
- * tfjs-node-gpu > webgpu (only when the `webgpu` package is installed) > tfjs-node > wasm > cpu,
- * and reports one line naming the choice and why each better one was skipped.
+ * tfjs-node-gpu > webgpu (when Dawn finds a hardware GPU adapter) > tfjs-node > wasm > cpu,
+ * and reports one line naming the choice (and for webgpu, the adapter) and why each better one was skipped.
  */
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from './errors.js';
+import { registerWebgpuModule } from './webgpu-kernels.js';
 
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 
@@ -14,6 +17,18 @@ export interface BackendInfo {
   /** e.g. "backend: wasm (tfjs-node-gpu: not installed; tfjs-node: not installed)". */
   line: string;
   skipped: { backend: string; reason: string }[];
+  /** webgpu: the adapter Dawn gave us. */
+  adapter?: AdapterInfo;
+}
+
+/** What Dawn reports about a WebGPU adapter (GPUAdapterInfo), plus whether it is a CPU rasteriser. */
+export interface AdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** llvmpipe/lavapipe, SwiftShader, WARP: correct but slower than wasm; `auto` never picks one. */
+  software: boolean;
 }
 
 export interface SelectBackendOptions {
@@ -23,12 +38,20 @@ export interface SelectBackendOptions {
 
 type Candidate = 'tfjs-node-gpu' | 'webgpu' | 'tfjs-node' | 'wasm' | 'cpu';
 
+/**
+ * Environment read by the webgpu loader. Dawn's Node binding hands out one adapter per process: the first
+ * Vulkan device, or the first whose device name contains GOOGLENET_WEBGPU_ADAPTER (Dawn's `adapter=` flag).
+ * It cannot tell two GPUs of the same model apart, so on such machines every worker shares the first one.
+ */
+export const WEBGPU_ADAPTER_ENV = 'GOOGLENET_WEBGPU_ADAPTER';
+
 /** How to get each backend, for error messages. */
 const HOW_TO: Record<Candidate, string> = {
   'tfjs-node-gpu': 'npm install @tensorflow/tfjs-node-gpu@4.22.0 (downloads libtensorflow 2.9.1 at install time: needs ' +
     'internet access, CUDA 11.2 and cuDNN 8.1)',
-  webgpu: 'npm install webgpu @tensorflow/tfjs-backend-webgpu@4.22.0 (Dawn\'s Node binding; needs a Vulkan-capable GPU ' +
-    'and its loader, libvulkan1)',
+  webgpu: 'the optional dependencies webgpu@0.6.2 (Dawn\'s Node binding) and @tensorflow/tfjs-backend-webgpu@4.22.0, ' +
+    'which npm ci installs on linux-x64, plus a GPU with a Vulkan driver and the loader libvulkan1 (apt-get install ' +
+    'libvulkan1; NVIDIA\'s driver also needs libglvnd: libegl1 libgl1 libglx0)',
   'tfjs-node': 'npm install @tensorflow/tfjs-node@4.22.0 (downloads libtensorflow at install time: needs internet access)',
   wasm: 'npm install @tensorflow/tfjs-backend-wasm@4.22.0',
   cpu: 'the cpu backend ships with @tensorflow/tfjs',
@@ -65,8 +88,49 @@ async function activate(name: string): Promise<void> {
   await tf.ready();
 }
 
+/** The adapter of this process's Dawn instance, once webgpu has been activated. */
+let webgpuReady: AdapterInfo | undefined;
+
+interface DawnAdapter {
+  info?: { vendor?: string; architecture?: string; device?: string; description?: string };
+  isFallbackAdapter?: boolean;
+}
+
+function adapterInfo(a: DawnAdapter): AdapterInfo {
+  const i = a.info ?? {};
+  const [vendor, architecture, device, description] = [i.vendor ?? '', i.architecture ?? '', i.device ?? '', i.description ?? ''];
+  const software = a.isFallbackAdapter === true || architecture === 'software' ||
+    /llvmpipe|lavapipe|swiftshader|microsoft basic render/i.test(`${device} ${description}`);
+  return { vendor, architecture, device, description, software };
+}
+
+/** e.g. `nvidia, "NVIDIA: 580.159.04"` or `mesa, "llvmpipe: Mesa 25.0.7", software`. */
+export function describeAdapter(a: AdapterInfo): string {
+  return [a.vendor || 'unknown vendor', JSON.stringify(a.description || a.device), a.software ? 'software' : ''].filter(Boolean).join(', ');
+}
+
+/**
+ * Why Dawn found no adapter, in Dawn's and the Vulkan loader's words: they print to the process's stderr
+ * and requestAdapter() only resolves null, so the probe is rerun in a child process that captures them.
+ */
+function dawnDiagnosis(): string {
+  let entry: string;
+  try {
+    entry = createRequire(import.meta.url).resolve('webgpu');
+  } catch {
+    return 'the webgpu package cannot be resolved for a probe';
+  }
+  const code = `const { create } = await import(${JSON.stringify(entry)});` +
+    'const a = await create([]).requestAdapter(); console.log(a ? "adapter found" : "no adapter");';
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
+  const said = `${r.stderr ?? ''}\n${r.stdout ?? ''}`.split('\n').map((l) => l.trim())
+    .filter((l) => l && !/^at |^- While|^no adapter$/.test(l)).slice(0, 4).join(' | ');
+  return `${said || 'Dawn said nothing'} (a GPU with a Vulkan driver and the loader libvulkan1 are needed; ` +
+    'VK_DRIVER_FILES may point at the driver\'s ICD json)';
+}
+
 /** Loads and activates one candidate, or throws Unavailable with the reason. */
-const LOADERS: Record<Candidate, () => Promise<void>> = {
+const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | void>> = {
   'tfjs-node-gpu': async () => {
     await importOptional('@tensorflow/tfjs-node-gpu');
     await activate('tensorflow');
@@ -75,19 +139,37 @@ const LOADERS: Record<Candidate, () => Promise<void>> = {
     await importOptional('@tensorflow/tfjs-node');
     await activate('tensorflow');
   },
-  webgpu: async () => {
+  webgpu: async (mode) => {
+    // One Dawn instance per process: tfjs keeps its backend (and GPU device) once created, and a second
+    // instance replacing the first would be garbage-collected under it (a segfault, seen on lavapipe).
+    if (webgpuReady) {
+      if (webgpuReady.software && mode === 'auto') throw new Unavailable(`only a software adapter (${describeAdapter(webgpuReady)})`);
+      await activate('webgpu');
+      return webgpuReady;
+    }
     const dawn = await importOptional('webgpu');
     const create = dawn.create as ((flags: string[]) => unknown) | undefined;
     if (typeof create !== 'function') throw new Unavailable('the `webgpu` package has no create(): expected Dawn\'s Node binding');
     Object.assign(globalThis, dawn.globals as object);
-    const gpu = create([]) as { requestAdapter(): Promise<unknown> };
-    const adapter = await gpu.requestAdapter().catch(() => null);
-    if (!adapter) {
-      throw new Unavailable('no WebGPU adapter (no GPU, or no Vulkan loader/driver: install libvulkan1 and the GPU driver)');
+    const flags = process.env[WEBGPU_ADAPTER_ENV] ? [`adapter=${process.env[WEBGPU_ADAPTER_ENV]}`] : [];
+    const gpu = create(flags) as { requestAdapter(o?: object): Promise<DawnAdapter | null> };
+    let adapter: DawnAdapter | null;
+    try {
+      adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    } catch (e) {
+      // Dawn rejects (listing the adapters it has) when adapter= matches none of them.
+      throw new Unavailable(`Dawn: ${String((e as Error)?.message ?? e).replace(/\n/g, ' ')}`);
+    }
+    if (!adapter) throw new Unavailable(`no WebGPU adapter: ${dawnDiagnosis()}`);
+    const info = adapterInfo(adapter);
+    if (info.software && mode === 'auto') {
+      throw new Unavailable(`only a software adapter (${describeAdapter(info)}), slower than wasm; --backend=webgpu uses it anyway`);
     }
     Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
-    await importOptional('@tensorflow/tfjs-backend-webgpu');
+    registerWebgpuModule(await importOptional('@tensorflow/tfjs-backend-webgpu'));
     await activate('webgpu');
+    webgpuReady = info;
+    return info;
   },
   wasm: async () => {
     await importOptional('@tensorflow/tfjs-backend-wasm');
@@ -138,15 +220,18 @@ export async function selectBackend(requested: BackendName, opts: SelectBackendO
   const candidates = order[requested];
   const skipped: BackendInfo['skipped'] = [];
   for (const c of candidates) {
+    let adapter: AdapterInfo | void;
     try {
-      await LOADERS[c]();
+      adapter = await LOADERS[c](requested);
     } catch (e) {
       if (!(e instanceof Unavailable)) throw e;
       skipped.push({ backend: c, reason: e.message });
       continue;
     }
     const why = skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ');
-    const info: BackendInfo = { name: INFO_NAME[c], line: `backend: ${INFO_NAME[c]}${why ? ` (${why})` : ''}`, skipped };
+    const on = adapter ? ` on ${describeAdapter(adapter)}` : '';
+    const info: BackendInfo = { name: INFO_NAME[c], line: `backend: ${INFO_NAME[c]}${on}${why ? ` (${why})` : ''}`, skipped };
+    if (adapter) info.adapter = adapter;
     opts.log?.(info.line);
     return info;
   }

@@ -1,6 +1,7 @@
 /** @googlenet/model: GoogLeNet on TensorFlow.js, its loss and gradients, backends, and PyTorch-compatible weights. */
 export { selectBackend } from './backend.js';
-export type { BackendName, BackendInfo, SelectBackendOptions } from './backend.js';
+export type { BackendName, BackendInfo, SelectBackendOptions, AdapterInfo } from './backend.js';
+export { describeAdapter, WEBGPU_ADAPTER_ENV } from './backend.js';
 export { GoogLeNet } from './googlenet.js';
 export type { GoogLeNetOptions, GoogLeNetOutput, NamedVariable, ForwardOptions } from './googlenet.js';
 export { googlenetLoss, computeGradients, crossEntropy, AUX_WEIGHT } from './loss.js';

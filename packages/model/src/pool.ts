@@ -2,20 +2,24 @@
 import * as tf from '@tensorflow/tfjs';
 import { AUX, auxUsesSeedPool, maxPoolCeilSize } from './architecture.js';
 import { maxPoolGrad, nativeActive } from './native.js';
+import { maxPoolGrad as webgpuMaxPoolGrad, webgpuActive } from './webgpu-kernels.js';
 
 /**
- * `pool(x)` with its gradient from the native MaxPoolGrad (2 threads, one pass) where active: tfjs-wasm's
- * MaxPoolGrad took ~15% of a 224x224 step. Elsewhere plain autodiff. padTop/padLeft: the pool's implicit
- * padding before the map (windows are clipped at the far edges, like -Infinity padding).
+ * `pool(x)` with its gradient sent to each window's FIRST maximum (row-major), as PyTorch and tfjs-cpu do:
+ * the native MaxPoolGrad on wasm (2 threads, one pass; tfjs-wasm's took ~15% of a 224x224 step), our WGSL
+ * kernel on webgpu (whose stock kernel picks the last maximum), plain autodiff elsewhere (cpu: first).
+ * padTop/padLeft: the pool's implicit padding before the map (windows are clipped at the far edges, like
+ * -Infinity padding).
  */
 function withNativeGrad(x: tf.Tensor4D, pool: (x: tf.Tensor4D) => tf.Tensor4D, k: number, stride: number,
   padTop: number, padLeft: number): tf.Tensor4D {
-  if (!nativeActive()) return pool(x);
+  const grad = nativeActive() ? maxPoolGrad : webgpuActive() ? webgpuMaxPoolGrad : null;
+  if (!grad) return pool(x);
   const op = tf.customGrad(((xx: tf.Tensor4D, save: tf.GradSaveFunc) => {
     save([xx]);
     return {
       value: pool(xx),
-      gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => [maxPoolGrad(saved[0] as tf.Tensor4D, dy, k, stride, padTop, padLeft)!],
+      gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => [grad(saved[0] as tf.Tensor4D, dy, k, stride, padTop, padLeft)!],
     };
   }) as never) as (x: tf.Tensor) => tf.Tensor4D;
   return op(x);

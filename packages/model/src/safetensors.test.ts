@@ -53,8 +53,8 @@ describe('safetensors', () => {
       const b = new GoogLeNet({ numClasses: 7, seed: 5 });
       await loadWeights(b, path);
       expect(b.numBatchesTracked).toBe(42);
-      const da = stateDict(a);
-      const db = stateDict(b);
+      const da = await stateDict(a);
+      const db = await stateDict(b);
       expect([...db.keys()]).toEqual([...da.keys()]);
       for (const [k, t] of da) expect(bits(db.get(k)!).equals(bits(t)), k).toBe(true);
       const { metadata, tensors } = decodeSafetensors(readFileSync(path));

@@ -13,8 +13,8 @@ describe('state dict', () => {
   });
   afterAll(() => model.dispose());
 
-  it('uses the seed\'s keys, order and PyTorch layouts', () => {
-    const dict = stateDict(model);
+  it('uses the seed\'s keys, order and PyTorch layouts', async () => {
+    const dict = await stateDict(model);
     const keys = [...dict.keys()];
     expect(keys.slice(0, 6)).toEqual(['conv1.conv.0.weight', 'conv1.conv.1.weight', 'conv1.conv.1.bias',
       'conv1.conv.1.running_mean', 'conv1.conv.1.running_var', 'conv1.conv.1.num_batches_tracked']);
@@ -35,8 +35,8 @@ describe('state dict', () => {
     expect(pt[o * 2048 + c * 16 + h * 4 + w]).toBe(tfW[h * 512 + w * 128 + c][o]);
   });
 
-  it('names every missing, unexpected, mis-shaped and mis-typed tensor in one STATE_DICT_MISMATCH error', () => {
-    const dict = stateDict(model);
+  it('names every missing, unexpected, mis-shaped and mis-typed tensor in one STATE_DICT_MISMATCH error', async () => {
+    const dict = await stateDict(model);
     dict.delete('inception4b.branch2.0.conv.1.running_var');
     dict.set('fc.extra', { dtype: 'F32', shape: [1], data: new Float32Array(1) });
     dict.set('fc.weight', { dtype: 'F32', shape: [1000, 1024], data: new Float32Array(1000 * 1024) });
@@ -57,9 +57,9 @@ describe('state dict', () => {
     expect(model.params[0].variable.dataSync()).toEqual(before); // nothing assigned
   });
 
-  it('loads a full state dict into an inference model (aux=false ignores aux tensors) with equal logits', () => {
+  it('loads a full state dict into an inference model (aux=false ignores aux tensors) with equal logits', async () => {
     const lean = new GoogLeNet({ numClasses: 10, aux: false, seed: 9 });
-    const full = stateDict(model);
+    const full = await stateDict(model);
     loadStateDict(lean, full);
     const withoutAux = new Map([...full].filter(([k]) => !k.startsWith('aux')));
     loadStateDict(lean, withoutAux);

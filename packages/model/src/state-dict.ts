@@ -108,8 +108,11 @@ function fromTorch(data: Float32Array, ptShape: number[], layout: Layout): Float
   }
 }
 
-/** The seed's state_dict, PyTorch layouts, including num_batches_tracked (I64) per BN layer. */
-export function stateDict(model: GoogLeNet): Map<string, HostTensor> {
+/**
+ * The seed's state_dict, PyTorch layouts, including num_batches_tracked (I64) per BN layer. Asynchronous
+ * because GPU backends read back asynchronously (webgpu in Node has no synchronous read).
+ */
+export async function stateDict(model: GoogLeNet): Promise<Map<string, HostTensor>> {
   const dict = new Map<string, HostTensor>();
   for (const e of entries(model)) {
     if (!e.variable) {
@@ -117,7 +120,7 @@ export function stateDict(model: GoogLeNet): Map<string, HostTensor> {
       continue;
     }
     const v = e.variable.variable;
-    const src = v.dataSync() as Float32Array; // may be the backend's own storage: never hand it out
+    const src = (await v.data()) as Float32Array; // may be the backend's own storage: never hand it out
     const data = e.layout === 'vector' ? Float32Array.from(src) : toTorch(src, v.shape, e.layout);
     dict.set(e.name, { dtype: 'F32', shape: e.shape, data });
   }
@@ -169,7 +172,7 @@ export function loadStateDict(model: GoogLeNet, dict: Map<string, HostTensor>): 
 
 /** Writes the state_dict as safetensors, atomically (temp file + rename). */
 export async function saveWeights(model: GoogLeNet, path: string, metadata: Record<string, string> = {}): Promise<void> {
-  const bytes = encodeSafetensors(stateDict(model), {
+  const bytes = encodeSafetensors(await stateDict(model), {
     format: 'pt', model: 'googlenet', num_classes: String(model.numClasses), aux: String(model.aux), ...metadata,
   });
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;

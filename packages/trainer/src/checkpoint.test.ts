@@ -55,7 +55,7 @@ function expectRestores(file: string) {
 describe('checkpoints', () => {
   it('round-trips weights, BN statistics, momentum and metadata, and keeps the newest --keep', async () => {
     const dir = tmp();
-    for (const step of [2, 4, 6]) await writeCheckpoint(dir, step, encodeCheckpoint(model, sgd, meta(step)), { keep: 2 });
+    for (const step of [2, 4, 6]) await writeCheckpoint(dir, step, await encodeCheckpoint(model, sgd, meta(step)), { keep: 2 });
     expect(fs.readdirSync(path.join(dir, 'checkpoints')).sort()).toEqual(['step-00000004.ckpt', 'step-00000006.ckpt']);
     const { file, ckpt } = await findResumeCheckpoint(dir, () => {});
     expect(file).toMatch(/step-00000006\.ckpt$/);
@@ -65,7 +65,7 @@ describe('checkpoints', () => {
 
   it('falls back to the previous checkpoint when the newest is corrupt, and says so', async () => {
     const dir = tmp();
-    await writeCheckpoint(dir, 2, encodeCheckpoint(model, sgd, meta(2)), { keep: 5 });
+    await writeCheckpoint(dir, 2, await encodeCheckpoint(model, sgd, meta(2)), { keep: 5 });
     fs.writeFileSync(path.join(dir, 'checkpoints', 'step-00000004.ckpt'), 'garbage');
     const warnings: string[] = [];
     const { file } = await findResumeCheckpoint(dir, (w) => warnings.push(w));
@@ -73,17 +73,17 @@ describe('checkpoints', () => {
     expect(warnings.join()).toMatch(/skipping .*step-00000004\.ckpt/);
   });
 
-  it('rejects a checkpoint of another version or a plain weights file with a clear code', () => {
-    const bytes = encodeCheckpoint(model, sgd, { ...meta(1), version: 99 });
+  it('rejects a checkpoint of another version or a plain weights file with a clear code', async () => {
+    const bytes = await encodeCheckpoint(model, sgd, { ...meta(1), version: 99 });
     expect(() => decodeCheckpoint(bytes, 'x.ckpt')).toThrow(expect.objectContaining({ code: 'CHECKPOINT_VERSION' }));
     expect(() => decodeCheckpoint(new Uint8Array([1, 2, 3]), 'y.ckpt')).toThrow(expect.objectContaining({ code: 'CHECKPOINT_CORRUPT' }));
   });
 
   it('a failed write (disk full) throws CHECKPOINT_WRITE_FAILED and leaves the previous checkpoint loadable', async () => {
     const dir = tmp();
-    await writeCheckpoint(dir, 2, encodeCheckpoint(model, sgd, meta(2)), { keep: 3 });
+    await writeCheckpoint(dir, 2, await encodeCheckpoint(model, sgd, meta(2)), { keep: 3 });
     const full = { writeFile: async () => { throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }); } };
-    const err = await writeCheckpoint(dir, 4, encodeCheckpoint(model, sgd, meta(4)), { keep: 3, fs: full }).catch((e: TrainerError) => e);
+    const err = await writeCheckpoint(dir, 4, await encodeCheckpoint(model, sgd, meta(4)), { keep: 3, fs: full }).catch((e: TrainerError) => e);
     expect(err).toMatchObject({ code: 'CHECKPOINT_WRITE_FAILED' });
     expect((err as Error).message).toMatch(/disk is full.*previous checkpoint is intact/);
     expect(fs.readdirSync(path.join(dir, 'checkpoints'))).toEqual(['step-00000002.ckpt']);
@@ -105,13 +105,13 @@ describe('checkpoints', () => {
   if (!canMount) console.warn('SKIPPED: real full-disk and read-only checkpoint tests need root to mount a tmpfs; the injected-ENOSPC test above still ran');
 
   it.skipIf(!canMount)('on a really full and then a read-only file system, the previous checkpoint survives', async () => {
-    const bytes = encodeCheckpoint(model, sgd, meta(2));
+    const bytes = await encodeCheckpoint(model, sgd, meta(2));
     const mnt = tmp();
     // Room for one checkpoint and a half: the second write runs out of space part-way.
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${Math.ceil((bytes.length * 1.5) / 4096) * 4096}`, 'tmpfs', mnt]);
     try {
       await writeCheckpoint(mnt, 2, bytes, { keep: 3 });
-      const full = await writeCheckpoint(mnt, 4, encodeCheckpoint(model, sgd, meta(4)), { keep: 3 }).catch((e: TrainerError) => e);
+      const full = await writeCheckpoint(mnt, 4, await encodeCheckpoint(model, sgd, meta(4)), { keep: 3 }).catch((e: TrainerError) => e);
       expect(full).toMatchObject({ code: 'CHECKPOINT_WRITE_FAILED' });
       expect((full as Error).message).toMatch(/ENOSPC/);
       expect(fs.readdirSync(path.join(mnt, 'checkpoints'))).toEqual(['step-00000002.ckpt']);

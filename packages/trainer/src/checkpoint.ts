@@ -3,6 +3,7 @@ import path from 'node:path';
 import { decodeSafetensors, encodeSafetensors, loadStateDict, stateDict, type GoogLeNet, type HostTensor } from '@googlenet/model';
 import type { LoaderState } from '@googlenet/dataloader';
 import { TrainerError } from './errors';
+import { readFloats } from './host';
 import type { Sgd } from './optim';
 
 export const CHECKPOINT_FORMAT = 'googlenet-dp-checkpoint';
@@ -31,13 +32,13 @@ export interface CheckpointMeta {
  * file loads into PyTorch after dropping `optimizer.*`), the SGD momentum buffers in TF.js layout, and
  * the metadata above.
  */
-export function encodeCheckpoint(model: GoogLeNet, sgd: Sgd, meta: CheckpointMeta): Uint8Array {
-  const tensors = stateDict(model);
+export async function encodeCheckpoint(model: GoogLeNet, sgd: Sgd, meta: CheckpointMeta): Promise<Uint8Array> {
+  const tensors = await stateDict(model);
   const { buffers } = sgd.state();
-  model.params.forEach((p, i) => {
+  for (const [i, p] of model.params.entries()) {
     const b = buffers[i];
-    if (b) tensors.set(MOMENTUM_PREFIX + p.name, { dtype: 'F32', shape: b.shape, data: b.dataSync() as Float32Array });
-  });
+    if (b) tensors.set(MOMENTUM_PREFIX + p.name, { dtype: 'F32', shape: b.shape, data: await readFloats(b) });
+  }
   return encodeSafetensors(tensors, { checkpoint: JSON.stringify(meta) });
 }
 

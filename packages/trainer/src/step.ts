@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { computeGradients, type GoogLeNet } from '@googlenet/model';
 import type { Batch } from '@googlenet/dataloader';
-import { readInto } from './host';
+import { readAllInto } from './host';
 import type { GradientReducer } from './reducer';
 import type { Sgd } from './optim';
 
@@ -95,13 +95,13 @@ export class TrainStep {
       times.data += performance.now() - t;
       t = performance.now();
       const slot = this.opts.rank * accumulate + m;
-      const { figures, parts } = this.microBatch(batch, this.dropoutSeed(step, slot));
+      const { figures, parts } = await this.microBatch(batch, this.dropoutSeed(step, slot));
       this.metrics[M_LOSS] += figures[0]!;
       this.metrics[M_TOP1] += figures[1]!;
       this.metrics[M_TOP5] += figures[2]!;
       this.metrics[M_COUNT] += batch.size;
       if (accumulate === 1) {
-        this.writeFlat(parts);
+        await this.writeFlat(parts);
         tf.dispose(parts);
       } else if (acc === undefined) {
         acc = parts;
@@ -116,7 +116,7 @@ export class TrainStep {
     if (acc !== undefined) {
       const t = performance.now();
       const scaled = tf.tidy(() => acc!.map((a) => tf.div(a, accumulate)));
-      this.writeFlat(scaled);
+      await this.writeFlat(scaled);
       tf.dispose(scaled);
       tf.dispose(acc);
       times.compute += performance.now() - t;
@@ -135,21 +135,27 @@ export class TrainStep {
   }
 
   /** Gradients then running statistics of one micro-batch (kept tensors) and its loss/accuracy figures. */
-  private microBatch(batch: Batch, dropoutSeed: number): { figures: Float32Array; parts: tf.Tensor[] } {
+  private async microBatch(batch: Batch, dropoutSeed: number): Promise<{ figures: Float32Array; parts: tf.Tensor[] }> {
     const { batchSize, imageSize, auxWeight } = this.opts;
-    let figures!: Float32Array;
-    const parts = tf.tidy(() => {
+    const [stats, ...parts] = tf.tidy(() => {
       const x = tf.tensor4d(batch.images, [batchSize, imageSize, imageSize, 3]);
       const y = tf.tensor1d(batch.labels, 'int32');
       const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed });
-      figures = tf.stack([tf.mul(r.loss, batch.size), ...correctCounts(r.logits, y, this.topK)]).dataSync() as Float32Array;
-      return [...r.grads, ...r.runningStats];
+      const figures = tf.stack([tf.mul(r.loss, batch.size), ...correctCounts(r.logits, y, this.topK)]);
+      return [figures, ...r.grads, ...r.runningStats];
     });
-    return { figures, parts };
+    try {
+      return { figures: (await stats!.data()) as Float32Array, parts };
+    } catch (err) {
+      tf.dispose(parts);
+      throw err;
+    } finally {
+      stats!.dispose();
+    }
   }
 
-  private writeFlat(parts: readonly tf.Tensor[]): void {
-    parts.forEach((p, i) => readInto(p, this.flat, this.partOffsets[i]!));
+  private writeFlat(parts: readonly tf.Tensor[]): Promise<void> {
+    return readAllInto(parts, this.flat, this.partOffsets);
   }
 
   private apply(lr: number): void {

@@ -15,7 +15,7 @@ import { correctCounts, TrainStep, type StepTimes } from './step';
 import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, encodeCheckpoint, findResumeCheckpoint, restoreCheckpoint, writeCheckpoint, type CheckpointMeta, type DecodedCheckpoint } from './checkpoint';
 import { Progress, formatDuration } from './progress';
 import { renderChart } from './chart';
-import { readInto } from './host';
+import { readAllInto, readFloats } from './host';
 import { runIdOf } from './run-id';
 
 /** Where a worker's words go. Rank 0 talks to the user; every rank keeps a log. */
@@ -210,7 +210,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
 
     const seconds = (performance.now() - started) / 1000;
     // Every rank must hold bit-identical weights; the digest in each rank's log lets anyone check.
-    say(`[rank ${id.rank}] weights sha256: ${weightsDigest(model)}`);
+    say(`[rank ${id.rank}] weights sha256: ${await weightsDigest(model)}`);
     const summary: RunSummary = {
       steps: totalSteps, epochs: totalSteps / stepsPerEpoch, backend: backend.name, worldSize: id.worldSize, seconds,
       imgPerSec: (samples / Math.max(1e-9, trainMs)) * 1000, finalTrain: lastTrain, finalEval: lastEval, times,
@@ -250,7 +250,7 @@ async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, samp
     optimizer: { type: 'sgd', started: sgd.state().started, momentum: cfg.momentum, weightDecay: cfg.weightDecay, layout: 'tfjs' },
     config: publicConfig(cfg), seeds: { seed: cfg.seed }, createdAt: new Date().toISOString(),
   };
-  return writeCheckpoint(cfg.out, step, encodeCheckpoint(model, sgd, meta), { keep: cfg.keep });
+  return writeCheckpoint(cfg.out, step, await encodeCheckpoint(model, sgd, meta), { keep: cfg.keep });
 }
 
 /** Rewrites metrics.jsonl without records after `step`; returns the records kept. */
@@ -267,13 +267,17 @@ async function keepMetricsUpTo(file: string, step: number): Promise<Record<strin
 }
 
 /** sha256 of every param and BN buffer, in signature order. */
-export function weightsDigest(model: GoogLeNet): string {
-  const h = createHash('sha256');
-  for (const v of [...model.params, ...model.buffers]) {
-    const a = v.variable.dataSync() as Float32Array;
-    h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+export async function weightsDigest(model: GoogLeNet): Promise<string> {
+  const vars = [...model.params, ...model.buffers].map((v) => v.variable);
+  const offsets: number[] = [];
+  let size = 0;
+  for (const v of vars) {
+    offsets.push(size);
+    size += v.size;
   }
-  return h.digest('hex');
+  const flat = new Float32Array(size);
+  await readAllInto(vars, flat, offsets);
+  return createHash('sha256').update(new Uint8Array(flat.buffer)).digest('hex');
 }
 
 /** Rank 0's params, BN statistics, momentum buffers and counters overwrite every other rank's. */
@@ -282,11 +286,13 @@ async function broadcastState(reducer: GradientReducer, model: GoogLeNet, sgd: S
   const vars = [...model.params.map((p) => p.variable), ...model.buffers.map((b) => b.variable), ...sgd.state().buffers];
   const size = vars.reduce((n, v) => n + v.size, 0);
   const flat = new Float32Array(size + 2);
+  const offsets: number[] = [];
   let off = 0;
   for (const v of vars) {
-    readInto(v, flat, off);
+    offsets.push(off);
     off += v.size;
   }
+  await readAllInto(vars, flat, offsets);
   flat[off] = model.numBatchesTracked;
   flat[off + 1] = sgd.state().started ? 1 : 0;
   await reducer.broadcast(flat);
@@ -315,13 +321,14 @@ export async function evaluate(cfg: TrainConfig, id: WorkerIdentity, model: Goog
     for (;;) {
       const b = (await loader.next()) as Awaited<ReturnType<DataLoader['next']>> | null;
       if (!b || b.size === 0) break;
-      const f = tf.tidy(() => {
+      const figures = tf.tidy(() => {
         const x = tf.tensor4d(b.images.subarray(0, b.size * px), [b.size, cfg.imageSize, cfg.imageSize, 3]);
         const y = tf.tensor1d(b.labels.subarray(0, b.size), 'int32');
         const out = model.forward(x, { training: false });
         const loss = googlenetLoss({ main: out.main }, y, 0);
-        return tf.stack([tf.mul(loss, b.size), ...correctCounts(out.main, y, k)]).dataSync();
+        return tf.stack([tf.mul(loss, b.size), ...correctCounts(out.main, y, k)]);
       });
+      const f = await readFloats(figures).finally(() => figures.dispose());
       m[0] += f[0]!;
       m[1] += f[1]!;
       m[2] += f[2]!;
