@@ -29,6 +29,7 @@ export const TRAIN_FLAGS = {
   'eval-every': { type: 'int', min: 0, default: 0, help: 'evaluate every N steps (0: at each epoch end and at the end)' },
   eval: { type: 'boolean', default: true, help: 'evaluate on the test split (--no-eval: never)' },
   'log-every': { type: 'int', min: 1, default: 10, help: 'log a line every N steps when not on a terminal' },
+  'profile-step': { type: 'int', min: 0, default: 0, help: 'webgpu: time every kernel of step N on the GPU (timestamp queries; that step runs slower) and log the busiest' },
   'grad-compression': { type: 'enum', values: ['none', 'fp16'], default: 'none', help: 'gradient wire format' },
   'bucket-mb': { type: 'number', min: 0.001, default: 25, help: 'gradient bucket size in MB' },
   workers: { type: 'string', default: 'auto', help: 'worker processes on this machine (auto: one per GPU, else one per core)' },
@@ -78,6 +79,7 @@ export interface TrainConfig {
   evalEvery: number;
   eval: boolean;
   logEvery: number;
+  profileStep: number;
   gradCompression: 'none' | 'fp16';
   bucketMb: number;
   /** Worker processes on this machine. */
@@ -163,6 +165,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     evalEvery: f.evalEvery as number,
     eval: f.eval as boolean,
     logEvery: f.logEvery as number,
+    profileStep: f.profileStep as number,
     gradCompression: f.gradCompression as 'none' | 'fp16',
     bucketMb: f.bucketMb as number,
     workers,

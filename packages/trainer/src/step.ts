@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { computeGradients, type GoogLeNet } from '@googlenet/model';
+import { computeGradients, countDispatches, type GoogLeNet } from '@googlenet/model';
 import type { Batch } from '@googlenet/dataloader';
 import { readAllInto } from './host';
 import type { GradientReducer } from './reducer';
@@ -20,6 +20,10 @@ export interface StepResult {
   top5: number;
   samples: number;
   times: StepTimes;
+  /** webgpu: compute dispatches this worker issued in the step (ours and tfjs's). */
+  dispatches?: number;
+  /** A profiled step (webgpu, `profile: true`): GPU time of the compute phase's kernels, total and busiest. */
+  gpu?: { kernelMs: number; kernels: { name: string; ms: number; calls: number }[] };
 }
 
 export interface TrainStepOptions {
@@ -30,6 +34,11 @@ export interface TrainStepOptions {
   imageSize: number;
   seed: number;
   rank: number;
+}
+
+interface GpuProfile {
+  kernelMs: number;
+  byName: Map<string, { ms: number; calls: number }>;
 }
 
 /** Loss sum, top-1 correct, top-5 correct, samples: summed over micro-batches and ranks. */
@@ -84,9 +93,12 @@ export class TrainStep {
     return h;
   }
 
-  async run(step: number, nextBatch: () => Promise<Batch>, lr: number): Promise<StepResult> {
+  async run(step: number, nextBatch: () => Promise<Batch>, lr: number, profile = false): Promise<StepResult> {
     const { accumulate } = this.opts;
     const times: StepTimes = { data: 0, compute: 0, reduce: 0, apply: 0 };
+    const dispatched = tf.getBackend() === 'webgpu' ? countDispatches() : null;
+    const d0 = dispatched?.() ?? 0;
+    const gpu = profile && tf.getBackend() === 'webgpu' ? { kernelMs: 0, byName: new Map<string, { ms: number; calls: number }>() } : null;
     this.metrics.fill(0);
     let acc: tf.Tensor[] | undefined;
     for (let m = 0; m < accumulate; m++) {
@@ -95,7 +107,7 @@ export class TrainStep {
       times.data += performance.now() - t;
       t = performance.now();
       const slot = this.opts.rank * accumulate + m;
-      const { figures, parts } = await this.microBatch(batch, this.dropoutSeed(step, slot));
+      const { figures, parts } = await this.microBatch(batch, this.dropoutSeed(step, slot), gpu);
       this.metrics[M_LOSS] += figures[0]!;
       this.metrics[M_TOP1] += figures[1]!;
       this.metrics[M_TOP5] += figures[2]!;
@@ -131,19 +143,41 @@ export class TrainStep {
     times.apply = performance.now() - t;
 
     const n = this.metrics[M_COUNT]!;
-    return { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
+    const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
+    if (dispatched) result.dispatches = dispatched() - d0;
+    if (gpu) {
+      const kernels = [...gpu.byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms);
+      result.gpu = { kernelMs: gpu.kernelMs, kernels };
+    }
+    return result;
   }
 
   /** Gradients then running statistics of one micro-batch (kept tensors) and its loss/accuracy figures. */
-  private async microBatch(batch: Batch, dropoutSeed: number): Promise<{ figures: Float32Array; parts: tf.Tensor[] }> {
+  private async microBatch(batch: Batch, dropoutSeed: number, gpu: GpuProfile | null): Promise<{ figures: Float32Array; parts: tf.Tensor[] }> {
     const { batchSize, imageSize, auxWeight } = this.opts;
-    const [stats, ...parts] = tf.tidy(() => {
+    const compute = () => tf.tidy(() => {
       const x = tf.tensor4d(batch.images, [batchSize, imageSize, imageSize, 3]);
       const y = tf.tensor1d(batch.labels, 'int32');
       const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed });
       const figures = tf.stack([tf.mul(r.loss, batch.size), ...correctCounts(r.logits, y, this.topK)]);
       return [figures, ...r.grads, ...r.runningStats];
     });
+    let out: tf.Tensor[] = [];
+    if (gpu) {
+      // tf.time on webgpu puts a timestamp query around every dispatch: exact per-kernel GPU time, slower step.
+      const t = await tf.time(() => { out = compute(); }) as tf.TimingInfo & { getExtraProfileInfo?: () => string };
+      gpu.kernelMs += t.kernelMs as number;
+      for (const item of (t.getExtraProfileInfo?.() ?? '').split(', ').filter(Boolean)) {
+        const cut = item.lastIndexOf(': ');
+        const e = gpu.byName.get(item.slice(0, cut)) ?? { ms: 0, calls: 0 };
+        e.ms += Number(item.slice(cut + 2));
+        e.calls++;
+        gpu.byName.set(item.slice(0, cut), e);
+      }
+    } else {
+      out = compute();
+    }
+    const [stats, ...parts] = out;
     try {
       return { figures: (await stats!.data()) as Float32Array, parts };
     } catch (err) {
