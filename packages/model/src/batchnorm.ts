@@ -15,6 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ModelError } from './errors.js';
 import * as native from './native.js';
+import * as gpu from './webgpu-kernels.js';
 
 export const BN_EPS = 1e-5;
 export const BN_MOMENTUM = 0.1;
@@ -46,7 +47,7 @@ export function batchNormRelu(x: tf.Tensor4D, p: BatchNormParams, training: bool
   }
   // Captured, not inputs of the custom op: their ops are on the tape but lead nowhere, so backprop prunes them.
   // Native (where active): each of statistics, forward and backward is one or two threaded passes over x.
-  let [mean, variance] = native.bnStats(x) ?? [];
+  let [mean, variance] = native.bnStats(x) ?? gpu.bnStats(x) ?? [];
   if (!mean || !variance) {
     const x2 = x.reshape([count, c]);
     mean = tf.mean(x2, 0) as tf.Tensor1D;
@@ -54,13 +55,13 @@ export function batchNormRelu(x: tf.Tensor4D, p: BatchNormParams, training: bool
   }
   const [m, v] = [mean, variance];
   const op = tf.customGrad(((xx: tf.Tensor4D, gamma: tf.Tensor1D, beta: tf.Tensor1D, save: tf.GradSaveFunc) => {
-    const y = native.bnReluForward(xx, m, v, gamma, beta, BN_EPS) ?? tf.relu(tf.batchNorm4d(xx, m, v, beta, gamma, BN_EPS));
+    const y = native.bnReluForward(xx, m, v, gamma, beta, BN_EPS) ?? gpu.bnReluForward(xx, m, v, gamma, beta, BN_EPS) ?? tf.relu(tf.batchNorm4d(xx, m, v, beta, gamma, BN_EPS));
     save([xx, gamma, m, v, y]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
         const [sx, sg, sm, sv, sy] = saved as [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D, tf.Tensor1D, tf.Tensor4D];
-        const fast = native.bnReluBackward(sx, sy, dy, sm, sv, sg, BN_EPS);
+        const fast = native.bnReluBackward(sx, sy, dy, sm, sv, sg, BN_EPS) ?? gpu.bnReluBackward(sx, sy, dy, sm, sv, sg, BN_EPS);
         if (fast) return fast;
         const g = tf.mul(dy, tf.step(sy));                       // through the ReLU
         const xhat = tf.batchNorm4d(sx, sm, sv, undefined, undefined, BN_EPS);
@@ -76,9 +77,10 @@ export function batchNormRelu(x: tf.Tensor4D, p: BatchNormParams, training: bool
   const y = op(x, p.gamma, p.beta);
   // Not part of the loss, so backprop prunes these ops from the tape.
   const keep = 1 - BN_MOMENTUM;
-  const running: [tf.Tensor1D, tf.Tensor1D] = [
-    tf.add(tf.mul(p.runningMean, keep), tf.mul(mean, BN_MOMENTUM)),
-    tf.add(tf.mul(p.runningVar, keep), tf.mul(variance, (BN_MOMENTUM * count) / (count - 1))),
-  ];
+  const unbias = (BN_MOMENTUM * count) / (count - 1);
+  const running = [
+    gpu.axpby(p.runningMean, keep, mean, BN_MOMENTUM) ?? tf.add(tf.mul(p.runningMean, keep), tf.mul(mean, BN_MOMENTUM)),
+    gpu.axpby(p.runningVar, keep, variance, unbias) ?? tf.add(tf.mul(p.runningVar, keep), tf.mul(variance, unbias)),
+  ] as [tf.Tensor1D, tf.Tensor1D];
   return { y, running };
 }

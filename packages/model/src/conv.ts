@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { col2im, im2col, matMul, nativeActive } from './native.js';
+import * as gpu from './webgpu-kernels.js';
 
 export interface Conv2dArgs {
   /** Stride in both spatial dimensions (GoogLeNet: 1, or 2 for conv1). */
@@ -108,6 +109,11 @@ export function filterGradient(x: tf.Tensor4D, dy: tf.Tensor4D, k: number, strid
     if (nativeActive()) {
       return matMul(columns(x, k, stride, pad, ho, wo), dy.reshape([rows, o]) as tf.Tensor2D, true).reshape([k, k, c, o]);
     }
+    if (gpu.webgpuActive()) {
+      // One im2col dispatch (none for 1x1) and one matMul that transposes A inside the kernel.
+      const cols = k === 1 && stride === 1 && pad === 0 ? x.reshape([rows, c]) as tf.Tensor2D : gpu.im2col(x, k, stride, pad, ho, wo)!;
+      return tf.matMul(cols, dy.reshape([rows, o]) as tf.Tensor2D, true, false).reshape([k, k, c, o]);
+    }
     if (k === 1 && stride === 1 && pad === 0) {
       // im2col is x itself; transpose whichever operand is smaller (reduce 1x1s have C >> O).
       const x2 = x.reshape([n * h * w, c]) as tf.Tensor2D;
@@ -151,6 +157,12 @@ export function inputGradient(dy: tf.Tensor4D, w: tf.Tensor4D, xShape: [number, 
       const dcols = matMul(dy.reshape([n * ho * wo, o]) as tf.Tensor2D, w.reshape([k * k * c, o]) as tf.Tensor2D,
         false, true); // [N*Ho*Wo, k*k*C]
       return k === 1 && stride === 1 && pad === 0 ? dcols.reshape(xShape) : col2im(dcols, xShape, k, stride, pad, ho, wo)!;
+    }
+    if (gpu.webgpuActive()) {
+      // dy W^T (transposed B inside the matMul kernel), then one gathering col2im: two dispatches.
+      const [n, ho, wo] = dy.shape;
+      const dcols = tf.matMul(dy.reshape([n * ho * wo, o]) as tf.Tensor2D, w.reshape([k * k * c, o]) as tf.Tensor2D, false, true) as tf.Tensor2D;
+      return k === 1 && stride === 1 && pad === 0 ? dcols.reshape(xShape) : gpu.col2im(dcols, xShape, k, stride, pad, ho, wo)!;
     }
     if (stride === 1) {
       const wFlip = k === 1 ? w : tf.matMul(flipMatrix(k), w.reshape([k * k, c * o])).reshape([k, k, c, o]);

@@ -11,7 +11,7 @@ export { encodeSafetensors, decodeSafetensors } from './safetensors.js';
 export type { HostTensor, Dtype } from './safetensors.js';
 export { conv2d } from './conv.js';
 export { nativeSgd, nativeActive, setNativeEnabled } from './native.js';
-export { countDispatches } from './webgpu-kernels.js';
+export { countDispatches, sgdStep as webgpuSgd } from './webgpu-kernels.js';
 export type { Conv2dArgs } from './conv.js';
 export { INCEPTIONS, STAGES, MIN_IMAGE_SIZE } from './architecture.js';
 export type { InceptionConfig, ConvSpec, Stage } from './architecture.js';

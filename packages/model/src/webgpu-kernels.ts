@@ -61,10 +61,16 @@ export function countDispatches(): () => number {
 
 const FLAT: [number, number, number] = [64, 1, 1];
 
+/** tf.profile / tf.time name a webgpu program by its constructor: give ours theirs (gnBnReluForward, ...). */
+function named(key: string, p: Program): Program {
+  const name = key.split('_')[0]!;
+  return Object.assign(Object.create({ constructor: { name } }) as Program, p);
+}
+
 function runProgram(p: Omit<Program, 'dispatchLayout' | 'dispatch' | 'workgroupSize' | 'size'>, inputs: tf.Tensor[],
   uniforms: { type: string; data: number[] }[]): tf.Tensor {
   const layout = util!.flatDispatchLayout(p.outputShape);
-  const program: Program = { ...p, dispatchLayout: layout, dispatch: util!.computeDispatch(layout, p.outputShape, FLAT), workgroupSize: FLAT, size: true };
+  const program: Program = named(p.shaderKey, { ...p, dispatchLayout: layout, dispatch: util!.computeDispatch(layout, p.outputShape, FLAT), workgroupSize: FLAT, size: true });
   const info = (tf.backend() as unknown as WebGPUBackendLike).runWebGPUProgram(program, inputs, 'float32', uniforms);
   return tf.engine().makeTensorFromTensorInfo(info);
 }
@@ -125,4 +131,265 @@ export function maxPoolGrad(x: tf.Tensor4D, dy: tf.Tensor4D, k: number, stride: 
         }
       }`,
   }, [x, dy], [{ type: 'int32', data: [ho] }, { type: 'int32', data: [wo] }]) as tf.Tensor4D;
+}
+
+/**
+ * Row vectors [1, M] of ones and of 1/M, kept per (M, backend): a channel sum or mean over M rows of an
+ * [M, C] map is then one matMul (tfjs's tuned split-K kernels) instead of a transpose plus a reduction.
+ */
+const rowVectors = new Map<string, tf.Tensor2D>();
+function rowVector(m: number, value: 'ones' | 'mean'): tf.Tensor2D {
+  const key = `${tf.getBackend()}/${m}/${value}`;
+  let v = rowVectors.get(key);
+  if (!v) {
+    v = tf.keep(tf.fill([1, m], value === 'ones' ? 1 : 1 / m)) as tf.Tensor2D;
+    rowVectors.set(key, v);
+  }
+  return v;
+}
+
+/** Per-channel mean and biased variance of x [..., C] (two passes, as the cpu path): 3 dispatches. */
+export function bnStats(x: tf.Tensor): [tf.Tensor1D, tf.Tensor1D] | null {
+  if (!webgpuActive()) return null;
+  const c = x.shape[x.rank - 1]!;
+  const m = x.size / c;
+  const x2 = x.reshape([m, c]) as tf.Tensor2D;
+  const mean = tf.matMul(rowVector(m, 'mean'), x2);
+  const variance = tf.matMul(rowVector(m, 'mean'), tf.squaredDifference(x2, mean) as tf.Tensor2D);
+  return [mean.reshape([c]) as tf.Tensor1D, variance.reshape([c]) as tf.Tensor1D];
+}
+
+const BN_HELPERS = (eps: number) => `
+  fn rstd(c : i32) -> f32 { return inverseSqrt(variance[c] + ${eps.toExponential()}); }
+`;
+
+/** y = relu(gamma * (x - mean) / sqrt(var + eps) + beta): one dispatch (tfjs: BatchNorm then Relu). */
+export function bnReluForward(x: tf.Tensor4D, mean: tf.Tensor1D, variance: tf.Tensor1D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor4D | null {
+  if (!webgpuActive()) return null;
+  const c = x.shape[3];
+  return runProgram({
+    variableNames: ['x', 'mean', 'variance', 'gamma', 'beta'],
+    outputShape: [x.size / c, c],
+    shaderKey: `gnBnReluForward_${eps}`,
+    getUserCode: () => `${BN_HELPERS(eps)}
+      ${'fn main(index : i32)'} {
+        if (index < uniforms.size) {
+          let c = index % uniforms.outShape[1];
+          let v = (x[index] - mean[c]) * rstd(c) * gamma[c] + beta[c];
+          setOutputAtIndex(index, max(v, 0.0));
+        }
+      }`,
+  }, [x, mean, variance, gamma, beta], []).reshape(x.shape) as tf.Tensor4D;
+}
+
+/**
+ * Backward of relu(batchNorm(x)) in training: g = dy * (y > 0); dbeta = sum(g); dgamma = sum(g * xhat);
+ * dx = gamma * rstd * (g - dbeta / M - xhat * dgamma / M). One kernel writes [g | g * xhat] as [M, 2C], one
+ * matMul by a row of ones sums both, one kernel writes dx (plus two slices): 5 dispatches instead of ~18.
+ */
+export function bnReluBackward(x: tf.Tensor4D, y: tf.Tensor4D, dy: tf.Tensor4D, mean: tf.Tensor1D, variance: tf.Tensor1D,
+  gamma: tf.Tensor1D, eps: number): [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D] | null {
+  if (!webgpuActive()) return null;
+  const c = x.shape[3];
+  const m = x.size / c;
+  const prep = runProgram({
+    variableNames: ['x', 'y', 'dy', 'mean', 'variance'],
+    outputShape: [m, 2 * c],
+    shaderKey: `gnBnReluGradPrep_${eps}`,
+    getUserCode: () => `${BN_HELPERS(eps)}
+      ${'fn main(index : i32)'} {
+        if (index < uniforms.size) {
+          let C2 = uniforms.outShape[1];
+          let C = C2 / 2;
+          let row = index / C2;
+          let j = index % C2;
+          let c = select(j, j - C, j >= C);
+          let i = row * C + c;
+          let g = select(0.0, dy[i], y[i] > 0.0);
+          setOutputAtIndex(index, select(g, g * (x[i] - mean[c]) * rstd(c), j >= C));
+        }
+      }`,
+  }, [x, y, dy, mean, variance], []) as tf.Tensor2D;
+  const sums = tf.matMul(rowVector(m, 'ones'), prep); // [1, 2C]: dbeta | dgamma
+  const dx = runProgram({
+    variableNames: ['x', 'y', 'dy', 'mean', 'variance', 'gamma', 'sums'],
+    outputShape: [m, c],
+    shaderKey: `gnBnReluGradInput_${eps}`,
+    uniforms: 'count : f32,',
+    getUserCode: () => `${BN_HELPERS(eps)}
+      ${'fn main(index : i32)'} {
+        if (index < uniforms.size) {
+          let C = uniforms.outShape[1];
+          let c = index % C;
+          let g = select(0.0, dy[index], y[index] > 0.0);
+          let xhat = (x[index] - mean[c]) * rstd(c);
+          let v = gamma[c] * rstd(c) * (g - sums[c] / uniforms.count - xhat * sums[C + c] / uniforms.count);
+          setOutputAtIndex(index, v);
+        }
+      }`,
+  }, [x, y, dy, mean, variance, gamma, sums], [{ type: 'float32', data: [m] }]);
+  const dbeta = sums.slice([0, 0], [1, c]).reshape([c]) as tf.Tensor1D;
+  const dgamma = sums.slice([0, c], [1, c]).reshape([c]) as tf.Tensor1D;
+  return [dx.reshape(x.shape) as tf.Tensor4D, dgamma, dbeta];
+}
+
+/** a * ka + b * kb elementwise (same shapes): one dispatch instead of three (BatchNorm's running statistics). */
+export function axpby(a: tf.Tensor, ka: number, b: tf.Tensor, kb: number): tf.Tensor | null {
+  if (!webgpuActive()) return null;
+  return runProgram({
+    variableNames: ['a', 'b'],
+    outputShape: [a.size],
+    shaderKey: 'gnAxpby',
+    uniforms: 'ka : f32, kb : f32,',
+    getUserCode: () => `
+      ${'fn main(index : i32)'} {
+        if (index < uniforms.size) { setOutputAtIndex(index, a[index] * uniforms.ka + b[index] * uniforms.kb); }
+      }`,
+  }, [a, b], [{ type: 'float32', data: [ka] }, { type: 'float32', data: [kb] }]).reshape(a.shape);
+}
+
+/**
+ * NHWC im2col: x [N, H, W, C] -> [N*Ho*Wo, k*k*C], columns in (kh, kw, C) order (as native.ts), zero padding.
+ * With it a conv's filter gradient is ONE matMul (transposed A inside the kernel): the stock path was three
+ * transposes plus a conv whose "filter" is the whole output map.
+ */
+export function im2col(x: tf.Tensor4D, k: number, stride: number, pad: number, ho: number, wo: number): tf.Tensor2D | null {
+  if (!webgpuActive()) return null;
+  const [n, , , c] = x.shape;
+  return runProgram({
+    variableNames: ['x'],
+    outputShape: [n * ho * wo, k * k * c],
+    shaderKey: `gnIm2col_${k}_${stride}_${pad}`,
+    uniforms: 'ho : i32, wo : i32,',
+    getUserCode: () => `
+      ${'fn main(index : i32)'} {
+        if (index < uniforms.size) {
+          let H = uniforms.xShape[1];
+          let W = uniforms.xShape[2];
+          let C = uniforms.xShape[3];
+          let KC = ${k} * C;
+          let row = index / (${k} * KC);
+          let col = index % (${k} * KC);
+          let kh = col / KC;
+          let kw = (col % KC) / C;
+          let c = col % C;
+          let b = row / (uniforms.ho * uniforms.wo);
+          let oh = (row / uniforms.wo) % uniforms.ho;
+          let ow = row % uniforms.wo;
+          let h = oh * ${stride} - ${pad} + kh;
+          let w = ow * ${stride} - ${pad} + kw;
+          var v = 0.0;
+          if (h >= 0 && h < H && w >= 0 && w < W) { v = x[((b * H + h) * W + w) * C + c]; }
+          setOutputAtIndex(index, v);
+        }
+      }`,
+  }, [x], [{ type: 'int32', data: [ho] }, { type: 'int32', data: [wo] }]) as tf.Tensor2D;
+}
+
+/** The adjoint of im2col: dcols [N*Ho*Wo, k*k*C] -> dx [N, H, W, C], each pixel gathering its k*k taps (no atomics). */
+export function col2im(dcols: tf.Tensor2D, xShape: [number, number, number, number], k: number, stride: number, pad: number,
+  ho: number, wo: number): tf.Tensor4D | null {
+  if (!webgpuActive()) return null;
+  return runProgram({
+    variableNames: ['dcols'],
+    outputShape: xShape,
+    shaderKey: `gnCol2im_${k}_${stride}_${pad}`,
+    uniforms: 'ho : i32, wo : i32,',
+    getUserCode: () => `
+      ${'fn main(index : i32)'} {
+        if (index < uniforms.size) {
+          let coords = getCoordsFromIndex(index);
+          let b = coords[0];
+          let h = coords[1];
+          let w = coords[2];
+          let c = coords[3];
+          let C = uniforms.outShape[3];
+          let KKC = ${k * k} * C;
+          var sum = 0.0;
+          for (var kh = 0; kh < ${k}; kh++) {
+            let th = h + ${pad} - kh;
+            if (th < 0 || th % ${stride} != 0) { continue; }
+            let oh = th / ${stride};
+            if (oh >= uniforms.ho) { continue; }
+            for (var kw = 0; kw < ${k}; kw++) {
+              let tw = w + ${pad} - kw;
+              if (tw < 0 || tw % ${stride} != 0) { continue; }
+              let ow = tw / ${stride};
+              if (ow >= uniforms.wo) { continue; }
+              sum += dcols[((b * uniforms.ho + oh) * uniforms.wo + ow) * KKC + (kh * ${k} + kw) * C + c];
+            }
+          }
+          setOutputAtIndex(index, sum);
+        }
+      }`,
+  }, [dcols], [{ type: 'int32', data: [ho] }, { type: 'int32', data: [wo] }]) as tf.Tensor4D;
+}
+
+/** Runs `p` writing into `target`'s own GPU buffer (read back in the shader as `result`): an in-place update. */
+function runInPlace(p: Omit<Program, 'dispatchLayout' | 'dispatch' | 'workgroupSize' | 'size'>, target: tf.Tensor, inputs: tf.Tensor[],
+  uniforms: { type: string; data: number[] }[]): void {
+  const layout = util!.flatDispatchLayout(p.outputShape);
+  const program: Program = named(p.shaderKey, { ...p, dispatchLayout: layout, dispatch: util!.computeDispatch(layout, p.outputShape, FLAT), workgroupSize: FLAT, size: true });
+  const be = tf.backend() as unknown as WebGPUBackendLike & { runWebGPUProgram(p: Program, i: tf.TensorInfo[], d: tf.DataType, u: unknown, out: tf.TensorInfo): tf.TensorInfo };
+  be.runWebGPUProgram(program, inputs, 'float32', uniforms, { dataId: target.dataId, shape: [target.size], dtype: 'float32' } as tf.TensorInfo);
+}
+
+/** Whether `t` alone owns its GPU buffer (writing it in place changes no other tensor). */
+function ownsBuffer(t: tf.Tensor): boolean {
+  const map = (tf.backend() as unknown as { tensorMap: { get(id: unknown): { refCount?: number } | undefined } }).tensorMap;
+  return (map.get(t.dataId)?.refCount ?? 1) === 1;
+}
+
+/**
+ * SGD with momentum and weight decay as torch.optim.SGD (see trainer's optim.ts), on the GPU, in place: the
+ * averaged gradients arrive as one host array and are uploaded once; per parameter one dispatch updates the
+ * momentum buffer and one the weight, inside their own buffers. The stock path made ~8 dispatches and fresh
+ * tensors per parameter. False (nothing done) when webgpu is not active or a buffer is shared.
+ */
+export function sgdStep(params: readonly tf.Variable[], buffers: readonly tf.Variable[] | null, grads: Float32Array, offsets: readonly number[],
+  o: { momentum: number; weightDecay: number; lr: number; started: boolean }): boolean {
+  if (!webgpuActive()) return false;
+  if (![...params, ...(buffers ?? [])].every(ownsBuffer)) return false;
+  // Uploaded when the first kernel binds it, i.e. before this function returns, so `grads` may change after.
+  const g = tf.tensor1d(grads);
+  try {
+    params.forEach((w, i) => {
+      const off = offsets[i]!;
+      if (buffers) {
+        runInPlace({
+          variableNames: ['g', 'w'], outputShape: [w.size], shaderKey: 'gnSgdMomentum',
+          uniforms: 'off : i32, mom : f32, wd : f32, started : i32,',
+          getUserCode: () => `
+            ${'fn main(index : i32)'} {
+              if (index < uniforms.size) {
+                let d = g[uniforms.off + index] + w[index] * uniforms.wd;
+                result[index] = select(d, result[index] * uniforms.mom + d, uniforms.started != 0);
+              }
+            }`,
+        }, buffers[i]!, [g, w], [{ type: 'int32', data: [off] }, { type: 'float32', data: [o.momentum] }, { type: 'float32', data: [o.weightDecay] },
+          { type: 'int32', data: [o.started ? 1 : 0] }]);
+        runInPlace({
+          variableNames: ['b'], outputShape: [w.size], shaderKey: 'gnSgdApply', uniforms: 'lr : f32,',
+          getUserCode: () => `
+            ${'fn main(index : i32)'} {
+              if (index < uniforms.size) { result[index] = result[index] - b[index] * uniforms.lr; }
+            }`,
+        }, w, [buffers[i]!], [{ type: 'float32', data: [o.lr] }]);
+      } else {
+        runInPlace({
+          variableNames: ['g'], outputShape: [w.size], shaderKey: 'gnSgdPlain', uniforms: 'off : i32, wd : f32, lr : f32,',
+          getUserCode: () => `
+            ${'fn main(index : i32)'} {
+              if (index < uniforms.size) {
+                let w = result[index];
+                result[index] = w - (g[uniforms.off + index] + w * uniforms.wd) * uniforms.lr;
+              }
+            }`,
+        }, w, [g], [{ type: 'int32', data: [off] }, { type: 'float32', data: [o.weightDecay] }, { type: 'float32', data: [o.lr] }]);
+      }
+    });
+  } finally {
+    g.dispose();
+  }
+  return true;
 }

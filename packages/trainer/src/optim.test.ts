@@ -62,3 +62,49 @@ describe('SGD from a flat gradient buffer', () => {
     setNativeEnabled(true);
   });
 });
+
+// webgpu's SGD runs as in-place kernels; CI has Mesa's lavapipe as its adapter (see .ci/run).
+const { selectBackend: probe } = await import('@googlenet/model');
+const webgpuWhy = await probe('webgpu').then(() => '', (e: Error) => e.message);
+if (webgpuWhy) {
+  if (process.env.GOOGLENET_REQUIRE_WEBGPU === '1') throw new Error(`GOOGLENET_REQUIRE_WEBGPU=1 but webgpu is unavailable: ${webgpuWhy}`);
+  console.warn(`SKIPPED webgpu SGD test: ${webgpuWhy}`);
+}
+
+describe.skipIf(!!webgpuWhy)('SGD from a flat gradient buffer on webgpu', () => {
+  it.each([0.9, 0])('updates weights and momentum in place on the GPU as the cpu tensor path does (momentum %s)', async (momentum) => {
+    const { selectBackend, countDispatches } = await import('@googlenet/model');
+    const shapes = [[3, 4], [5], [2, 2, 3]];
+    const sizes = shapes.map((s) => s.reduce((a, b) => a * b));
+    const offsets = [0, 12, 17];
+    const init = shapes.map((s, i) => Float32Array.from({ length: sizes[i]! }, (_, k) => Math.sin(k + 10 * i)));
+    const flats = [0, 1, 2].map((step) => Float32Array.from({ length: 29 }, (_, k) => Math.cos(k * (step + 1))));
+    const run = async (backend: 'cpu' | 'webgpu') => {
+      await selectBackend(backend);
+      const vars = init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
+      const sgd = new Sgd(vars, { momentum, weightDecay: 1e-4 });
+      const before = tf.memory().numTensors;
+      const dispatched = backend === 'webgpu' ? countDispatches() : () => 0;
+      const d0 = dispatched();
+      for (const flat of flats) {
+        if (backend === 'webgpu') sgd.stepFlat(flat, offsets, 0.05);
+        else {
+          const grads = vars.map((v, i) => tf.tensor(flat.slice(offsets[i]!, offsets[i]! + v.size), v.shape));
+          sgd.step(grads, 0.05);
+          tf.dispose(grads);
+        }
+      }
+      const counts = tf.memory().numTensors - before;
+      // Our kernels, not the fallback: per parameter one momentum and one weight dispatch (one without momentum).
+      if (backend === 'webgpu') expect(dispatched() - d0).toBe(flats.length * shapes.length * (momentum ? 2 : 1));
+      const out = await Promise.all([...vars, ...sgd.state().buffers].map(async (v) => Array.from(await v.data())));
+      sgd.dispose();
+      vars.forEach((v) => v.dispose());
+      return { out, counts };
+    };
+    const ref = await run('cpu');
+    const got = await run('webgpu');
+    expect(got.counts).toBe(0); // in place: no tensor survives a step
+    got.out.forEach((vals, i) => vals.forEach((v, j) => expect(v).toBeCloseTo(ref.out[i]![j]!, 6)));
+  });
+});

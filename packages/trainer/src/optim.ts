@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { nativeSgd } from '@googlenet/model';
+import { nativeSgd, webgpuSgd } from '@googlenet/model';
 import { wasmView } from './host';
 
 export interface SgdOptions {
@@ -56,7 +56,8 @@ export class Sgd {
   stepFlat(grads: Float32Array, offsets: readonly number[], lr: number): void {
     const { momentum, weightDecay } = this.opts;
     const buffers = momentum !== 0 ? this.buffers : null;
-    if (nativeSgd(this.params, buffers, grads, offsets, { momentum, weightDecay, lr, started: this.started })) {
+    const opts = { momentum, weightDecay, lr, started: this.started };
+    if (nativeSgd(this.params, buffers, grads, offsets, opts) || webgpuSgd(this.params, buffers, grads, offsets, opts)) {
       this.started = true;
       return;
     }
