@@ -110,9 +110,21 @@ export function filterGradient(x: tf.Tensor4D, dy: tf.Tensor4D, k: number, strid
       return matMul(columns(x, k, stride, pad, ho, wo), dy.reshape([rows, o]) as tf.Tensor2D, true).reshape([k, k, c, o]);
     }
     if (gpu.webgpuActive()) {
-      // One im2col dispatch (none for 1x1) and one matMul that transposes A inside the kernel.
-      const cols = k === 1 && stride === 1 && pad === 0 ? x.reshape([rows, c]) as tf.Tensor2D : gpu.im2col(x, k, stride, pad, ho, wo)!;
-      return tf.matMul(cols, dy.reshape([rows, o]) as tf.Tensor2D, true, false).reshape([k, k, c, o]);
+      // One im2col dispatch (none for 1x1) and one matMul that transposes A inside the kernel; in batch chunks
+      // when the columns would exceed the device's largest binding.
+      if (k === 1 && stride === 1 && pad === 0) {
+        return tf.matMul(x.reshape([rows, c]) as tf.Tensor2D, dy.reshape([rows, o]) as tf.Tensor2D, true, false).reshape([k, k, c, o]);
+      }
+      const per = gpu.imagesPerChunk(ho * wo * k * k * c * 4);
+      let sum: tf.Tensor | undefined;
+      for (let b0 = 0; b0 < n; b0 += per) {
+        const nb = Math.min(per, n - b0);
+        const xs = nb === n ? x : x.slice([b0, 0, 0, 0], [nb, h, w, c]);
+        const dys = nb === n ? dy : dy.slice([b0, 0, 0, 0], [nb, ho, wo, o]);
+        const part = tf.matMul(gpu.im2col(xs, k, stride, pad, ho, wo)!, dys.reshape([nb * ho * wo, o]) as tf.Tensor2D, true, false);
+        sum = sum ? tf.add(sum, part) : part;
+      }
+      return sum!.reshape([k, k, c, o]);
     }
     if (k === 1 && stride === 1 && pad === 0) {
       // im2col is x itself; transpose whichever operand is smaller (reduce 1x1s have C >> O).
@@ -159,10 +171,20 @@ export function inputGradient(dy: tf.Tensor4D, w: tf.Tensor4D, xShape: [number, 
       return k === 1 && stride === 1 && pad === 0 ? dcols.reshape(xShape) : col2im(dcols, xShape, k, stride, pad, ho, wo)!;
     }
     if (gpu.webgpuActive()) {
-      // dy W^T (transposed B inside the matMul kernel), then one gathering col2im: two dispatches.
+      // dy W^T (transposed B inside the matMul kernel), then one gathering col2im: two dispatches, per batch
+      // chunk when the columns would exceed the device's largest binding.
       const [n, ho, wo] = dy.shape;
-      const dcols = tf.matMul(dy.reshape([n * ho * wo, o]) as tf.Tensor2D, w.reshape([k * k * c, o]) as tf.Tensor2D, false, true) as tf.Tensor2D;
-      return k === 1 && stride === 1 && pad === 0 ? dcols.reshape(xShape) : gpu.col2im(dcols, xShape, k, stride, pad, ho, wo)!;
+      const w2 = w.reshape([k * k * c, o]) as tf.Tensor2D;
+      if (k === 1 && stride === 1 && pad === 0) return tf.matMul(dy.reshape([n * ho * wo, o]) as tf.Tensor2D, w2, false, true).reshape(xShape);
+      const per = gpu.imagesPerChunk(ho * wo * k * k * c * 4);
+      const parts: tf.Tensor4D[] = [];
+      for (let b0 = 0; b0 < n; b0 += per) {
+        const nb = Math.min(per, n - b0);
+        const dys = nb === n ? dy : dy.slice([b0, 0, 0, 0], [nb, ho, wo, o]);
+        const dcols = tf.matMul(dys.reshape([nb * ho * wo, o]) as tf.Tensor2D, w2, false, true) as tf.Tensor2D;
+        parts.push(gpu.col2im(dcols, [nb, xShape[1], xShape[2], xShape[3]], k, stride, pad, ho, wo)!);
+      }
+      return parts.length === 1 ? parts[0]! : tf.concat(parts, 0);
     }
     if (stride === 1) {
       const wFlip = k === 1 ? w : tf.matMul(flipMatrix(k), w.reshape([k * k, c * o])).reshape([k, k, c, o]);

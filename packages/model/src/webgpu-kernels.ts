@@ -393,3 +393,19 @@ export function sgdStep(params: readonly tf.Variable[], buffers: readonly tf.Var
   }
   return true;
 }
+
+/** The device's largest storage-buffer binding, in bytes (what one tensor a kernel reads or writes may hold). */
+export function maxBindingBytes(): number {
+  const forced = Number(process.env.GOOGLENET_WEBGPU_MAX_BINDING); // tests: force the batch-chunked paths
+  if (forced > 0) return forced;
+  const device = (tf.backend() as unknown as { device?: { limits?: { maxStorageBufferBindingSize?: number } } }).device;
+  return device?.limits?.maxStorageBufferBindingSize ?? 128 * 2 ** 20;
+}
+
+/**
+ * How many images of a batch fit one im2col matrix of `bytesPerImage` under the binding limit: at 224 px,
+ * batch 64, conv1's columns are 472 MB and conv2's 462 MB, above the WebGPU default of 128 MiB.
+ */
+export function imagesPerChunk(bytesPerImage: number): number {
+  return Math.max(1, Math.floor(maxBindingBytes() / bytesPerImage));
+}

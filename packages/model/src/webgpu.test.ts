@@ -40,6 +40,17 @@ describe.skipIf(!info)('webgpu backend', () => {
     expect(rows.length).toBe(GRADIENT_CASES.length + MODEL_SHAPE_CASES.length);
   }, 120_000);
 
+  it('conv gradients split the batch into chunks when im2col would exceed the binding limit, with the same result', async () => {
+    const cases = MODEL_SHAPE_CASES.filter((c) => c.name.startsWith('conv') && !c.name.startsWith('conv 1x1'));
+    process.env.GOOGLENET_WEBGPU_MAX_BINDING = '4096'; // one image per chunk for every case
+    try {
+      const rows = await runGradientChecks('webgpu', cases);
+      for (const r of rows) expect(r.worst, r.name).toBeLessThanOrEqual(TOL);
+    } finally {
+      delete process.env.GOOGLENET_WEBGPU_MAX_BINDING;
+    }
+  }, 120_000);
+
   it('max-pool ties send the gradient to the first maximum, as cpu and PyTorch (the stock kernel picks the last)', async () => {
     const grads: Record<string, number[]> = {};
     for (const backend of ['cpu', 'webgpu'] as const) {
