@@ -30,7 +30,16 @@ interface Row {
   workers: number;
   imgPerSec: number;
   ms: { wall: number; data: number; compute: number; reduce: number; apply: number };
+  /** webgpu: median compute dispatches per step, and the profiled step's GPU kernel time and busiest kernels. */
+  dispatches?: number;
+  gpu?: { kernelMs: number; kernels: { name: string; ms: number; calls: number }[] };
 }
+
+/**
+ * PyTorch on the GPU the webgpu runs are measured on (../shared/ANCHORS.md: NVIDIA H200, PyTorch 2.11, fp32/TF32,
+ * the seed's model, SGD momentum, 224x224), quoted rather than run: that machine has no Node.js, and this one no GPU.
+ */
+const PYTORCH_H200 = { 64: 2105, 256: 3684 } as Record<number, number>;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -39,20 +48,29 @@ const median = (xs: number[]) => {
 
 function ours(size: number, batch: number, classes: number, workers: number, f: Record<string, unknown>): Row {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-'));
+  // webgpu: the last step runs with a timestamp query around every kernel (GPU time per kernel); it is slower,
+  // so it is left out of the throughput figures.
+  const profile = f.backend === 'webgpu' ? (f.steps as number) : 0;
   const args = [
     path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, `--num-classes=${classes}`,
     `--steps=${f.steps}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
+    `--profile-step=${profile}`,
   ];
   const r = spawnSync(path.join(root, 'node_modules/.bin/tsx'), args, { cwd: root, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`train run failed (${size}x${batch}, ${workers} workers):\n${r.stderr.slice(-2000)}`);
-  const steps = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step').slice(2);
+  const all = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step');
+  const steps = all.slice(2).filter((x) => x.step !== profile);
+  const profiled = all.find((x) => x.step === profile && x.gpu);
   fs.rmSync(out, { recursive: true, force: true });
   const ms = (k: string) => median(steps.map((s) => s.ms[k] as number));
-  return {
+  const row: Row = {
     shape: `${size}x${size} b${batch}`, workers,
     imgPerSec: median(steps.map((s) => s.imgPerSec as number)),
     ms: { wall: ms('wall'), data: ms('data'), compute: ms('compute'), reduce: ms('reduce'), apply: ms('apply') },
   };
+  if (steps.some((s) => s.dispatches !== undefined)) row.dispatches = median(steps.map((s) => s.dispatches as number));
+  if (profiled) row.gpu = profiled.gpu;
+  return row;
 }
 
 function torchRef(size: number, batch: number, classes: number, threads: number): number | undefined {
@@ -79,17 +97,27 @@ function main() {
     const classes = size >= 224 ? 1000 : 10;
     const rows = workers.map((w) => ours(size, batch, classes, w, f));
     const best = Math.max(...rows.map((r) => r.imgPerSec));
-    const pytorch = f.torch ? torchRef(size, batch, classes, f.torchThreads as number) : undefined;
+    // On webgpu the anchor is PyTorch on the same GPU (quoted); a CPU PyTorch run would compare nothing.
+    const gpuAnchor = f.backend === 'webgpu' ? PYTORCH_H200[batch] : undefined;
+    const pytorch = f.backend === 'webgpu' ? gpuAnchor : f.torch ? torchRef(size, batch, classes, f.torchThreads as number) : undefined;
     results.push({ shape: `${size}x${size} b${batch} (${classes} classes)`, ours: rows, best, pytorch, ratio: pytorch ? best / pytorch : undefined });
   }
   const fmt = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
   console.log('\ntraining throughput (images/s, all workers together; phases are median ms per step on rank 0)\n');
-  console.log('| shape | workers | img/s | data | compute | reduce | apply | PyTorch 2 threads | best/PyTorch |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  const gpuRun = f.backend === 'webgpu';
+  const ref = gpuRun ? 'PyTorch H200 fp32 (ANCHORS.md)' : 'PyTorch 2 threads';
+  console.log(`| shape | workers | img/s | data | compute | reduce | apply |${gpuRun ? ' dispatches | GPU ms |' : ''} ${ref} | best/PyTorch |`);
+  console.log(`|---|---|---|---|---|---|---|${gpuRun ? '---|---|' : ''}---|---|`);
   for (const r of results) {
     r.ours.forEach((o, i) => {
-      console.log(`| ${r.shape} | ${o.workers} | ${fmt(o.imgPerSec)} | ${fmt(o.ms.data)} | ${fmt(o.ms.compute)} | ${fmt(o.ms.reduce)} | ${fmt(o.ms.apply)} | ${i === 0 ? fmt(r.pytorch) : ''} | ${i === 0 ? fmt(r.ratio, 2) : ''} |`);
+      const gpuCols = gpuRun ? ` ${fmt(o.dispatches, 0)} | ${fmt(o.gpu?.kernelMs)} |` : '';
+      console.log(`| ${r.shape} | ${o.workers} | ${fmt(o.imgPerSec)} | ${fmt(o.ms.data)} | ${fmt(o.ms.compute)} | ${fmt(o.ms.reduce)} | ${fmt(o.ms.apply)} |${gpuCols} ${i === 0 ? fmt(r.pytorch) : ''} | ${i === 0 ? fmt(r.ratio, 2) : ''} |`);
     });
+  }
+  for (const r of results) {
+    for (const o of r.ours) {
+      if (o.gpu) console.log(`\n${r.shape}, ${o.workers} worker(s), profiled step: GPU kernel time ${o.gpu.kernelMs.toFixed(1)} ms; busiest: ${o.gpu.kernels.slice(0, 8).map((k) => `${k.name} ${k.ms.toFixed(1)} ms x${k.calls}`).join(', ')}`);
+    }
   }
   console.log('\n' + JSON.stringify({ bench: 'trainer', backend: f.backend, cpus: os.cpus().length, results }));
 }
