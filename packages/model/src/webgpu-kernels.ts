@@ -346,15 +346,17 @@ function ownsBuffer(t: tf.Tensor): boolean {
  * momentum buffer and one the weight, inside their own buffers. The stock path made ~8 dispatches and fresh
  * tensors per parameter. False (nothing done) when webgpu is not active or a buffer is shared.
  */
-export function sgdStep(params: readonly tf.Variable[], buffers: readonly tf.Variable[] | null, grads: Float32Array, offsets: readonly number[],
-  o: { momentum: number; weightDecay: number; lr: number; started: boolean }): boolean {
+export function sgdStep(params: readonly tf.Variable[], buffers: readonly tf.Variable[] | null, grads: Float32Array | readonly tf.Tensor[],
+  offsets: readonly number[] | null, o: { momentum: number; weightDecay: number; lr: number; started: boolean }): boolean {
   if (!webgpuActive()) return false;
   if (![...params, ...(buffers ?? [])].every(ownsBuffer)) return false;
-  // Uploaded when the first kernel binds it, i.e. before this function returns, so `grads` may change after.
-  const g = tf.tensor1d(grads);
+  // A host array is uploaded once, when the first kernel binds it (before this function returns, so `grads`
+  // may change after); device tensors (a single worker's own gradients) are read where they are.
+  const flat = grads instanceof Float32Array ? tf.tensor1d(grads) : null;
   try {
     params.forEach((w, i) => {
-      const off = offsets[i]!;
+      const g = flat ?? (grads as readonly tf.Tensor[])[i]!;
+      const off = flat ? offsets![i]! : 0;
       if (buffers) {
         runInPlace({
           variableNames: ['g', 'w'], outputShape: [w.size], shaderKey: 'gnSgdMomentum',
@@ -389,7 +391,7 @@ export function sgdStep(params: readonly tf.Variable[], buffers: readonly tf.Var
       }
     });
   } finally {
-    g.dispose();
+    flat?.dispose();
   }
   return true;
 }

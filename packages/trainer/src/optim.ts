@@ -78,6 +78,20 @@ export class Sgd {
     this.started = true;
   }
 
+  /**
+   * A step with gradients that stay on the device (one worker on a GPU: no host round trip). On webgpu the
+   * in-place kernels read them where they are; elsewhere step().
+   */
+  stepDevice(grads: readonly tf.Tensor[], lr: number): void {
+    const { momentum, weightDecay } = this.opts;
+    const buffers = momentum !== 0 ? this.buffers : null;
+    if (webgpuSgd(this.params, buffers, grads, null, { momentum, weightDecay, lr, started: this.started })) {
+      this.started = true;
+      return;
+    }
+    this.step(grads, lr);
+  }
+
   /** Momentum buffers for a checkpoint; `started` tells whether they hold anything yet. */
   state(): { started: boolean; buffers: readonly tf.Variable[] } {
     return { started: this.started, buffers: this.buffers };
