@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { GoogLeNet, googlenetLoss, saveWeights, selectBackend, type BackendInfo } from '@googlenet/model';
+import { GoogLeNet, googlenetLoss, saveWeights, selectBackend, WEBGPU_ADAPTER_ENV, type BackendInfo } from '@googlenet/model';
 import { createDataLoader, type DataLoader, type LoaderState } from '@googlenet/dataloader';
 import { CoordinatorClient } from '@googlenet/coordinator';
 import { publicConfig, type TrainConfig } from './config';
@@ -68,6 +68,12 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
 
   const backend = await selectBackend(cfg.backend, { log: () => {} });
   say(`[rank ${id.rank}/${id.worldSize}] ${backend.line}${id.device !== undefined ? ` (CUDA_VISIBLE_DEVICES=${id.device})` : ''}`);
+  const local = Number(process.env.LOCAL_WORLD_SIZE ?? 1);
+  if (backend.adapter && local > 1 && id.localRank === 0 && !process.env[WEBGPU_ADAPTER_ENV]) {
+    // What Dawn allows, said where it matters: it cannot address two GPUs of one model separately.
+    say(`webgpu: the ${local} workers on this machine share this adapter (Dawn's Node binding hands every process the ` +
+      `first one; for GPUs of different models give each worker ${WEBGPU_ADAPTER_ENV}=<part of its name>)`);
+  }
   if (lead) {
     say(`config: ${JSON.stringify(publicConfig(cfg))}`);
     await fs.writeFile(path.join(cfg.out, 'config.json'), JSON.stringify(publicConfig(cfg), null, 2) + '\n');

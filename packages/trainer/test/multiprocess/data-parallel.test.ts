@@ -47,6 +47,7 @@ describe.skipIf(!webgpu)('data-parallel training on webgpu', () => {
     const args = [...common.filter((a) => !a.startsWith('--backend') && !a.startsWith('--steps')), '--backend=webgpu', '--steps=2', '--synthetic-size=64,8'];
     const r = await train([...args, '--workers=2', `--out=${two}`]);
     expect(r.stdout).toMatch(/backend: webgpu on /);
+    expect(r.stdout).toContain('workers on this machine share this adapter'); // what Dawn allows, said at run time
     await train([...args, '--workers=1', '--accumulate=2', `--out=${one}`]);
 
     const digests = rankDigests(two);
