@@ -126,6 +126,7 @@ export class BatchDecoder {
         out.indices[row] = index;
         row++;
       } catch (err) {
+        if (err instanceof DataError && err.code === 'DEPENDENCY_MISSING') throw err; // not this sample's fault
         const where = this.source.where(index);
         const message = err instanceof Error ? err.message : String(err);
         if (task.onBadSample === 'error') {

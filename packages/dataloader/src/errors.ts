@@ -9,7 +9,8 @@ export type DataErrorCode =
   | 'DATASET_LAYOUT' // the folder exists but is not laid out as the format expects
   | 'BAD_SAMPLE' // one image could not be read or decoded (the message names its path)
   | 'LOADER_CLOSED' // next() after close()
-  | 'WORKER_FAILED'; // a decode worker thread died
+  | 'WORKER_FAILED' // a decode worker thread died
+  | 'DEPENDENCY_MISSING'; // a package a data set needs is not installed (sharp, for encoded images)
 
 export class DataError extends Error {
   readonly code: DataErrorCode;

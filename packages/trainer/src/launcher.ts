@@ -93,8 +93,9 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
           RANK: String(rank), WORLD_SIZE: String(worldSize), LOCAL_RANK: String(local), LOCAL_WORLD_SIZE: String(cfg.workers),
           GROUP_RANK: String(cfg.nodeRank),
           ...(url ? { GOOGLENET_COORDINATOR_URL: url } : {}),
-          CUDA_VISIBLE_DEVICES: device,
-          TF_FORCE_GPU_ALLOW_GROWTH: 'true',
+          // tfjs-node-gpu's CUDA device; an explicit webgpu run leaves the variable alone (Vulkan adapters are
+          // Dawn's business, see the model README), so no driver can hide the one GPU from rank 1.
+          ...(cfg.backend === 'webgpu' ? {} : { CUDA_VISIBLE_DEVICES: device, TF_FORCE_GPU_ALLOW_GROWTH: 'true' }),
           // The native CPU kernels would start one thread per core in every worker; split the cores instead.
           GOOGLENET_NATIVE_THREADS: process.env.GOOGLENET_NATIVE_THREADS ?? String(Math.max(1, Math.floor(os.availableParallelism() / cfg.workers))),
           GOOGLENET_ATTEMPT: String(attempt),

@@ -1,14 +1,36 @@
 /** JPEG/PNG decoding through sharp (libvips), to 8-bit HWC pixels. */
-import sharp from 'sharp';
+import type { Sharp, SharpOptions } from 'sharp';
+import { DataError } from '../errors.js';
 import type { RawImage } from './types.js';
 
-// Decoding runs one image per thread and scales by adding decode threads; libvips' own thread pool would
-// only oversubscribe the cores. The pixel cache is useless for images read once per epoch.
-sharp.concurrency(1);
-sharp.cache(false);
+type SharpFn = ((input: Uint8Array, options: SharpOptions) => Sharp) & { concurrency(n: number): number; cache(on: boolean): unknown };
+let loading: Promise<SharpFn> | undefined;
+
+/**
+ * sharp, loaded on first use: only encoded data sets need it, so synthetic, Fashion-MNIST, CIFAR and raw
+ * shards run where it is absent (the single-file bundle for GPU machines ships without libvips).
+ */
+function sharpLib(): Promise<SharpFn> {
+  loading ??= import('sharp').then(
+    (m) => {
+      const sharp = (m.default ?? m) as unknown as SharpFn;
+      // Decoding runs one image per thread and scales by adding decode threads; libvips' own thread pool
+      // would only oversubscribe the cores. The pixel cache is useless for images read once per epoch.
+      sharp.concurrency(1);
+      sharp.cache(false);
+      return sharp;
+    },
+    (err: unknown) => {
+      throw new DataError('DEPENDENCY_MISSING', `decoding JPEG/PNG images needs the sharp package, which failed to load ` +
+        `(${(err as Error).message.split('\n')[0]}); run npm ci, or use a data set of raw pixels (synthetic, fashion-mnist, cifar10, raw shards)`, { cause: err });
+    },
+  );
+  return loading;
+}
 
 /** Decodes an encoded image; throws sharp's error for corrupt or truncated input (failOn: 'warning'). */
 export async function decodeImage(bytes: Uint8Array): Promise<RawImage> {
+  const sharp = await sharpLib();
   const { data, info } = await sharp(bytes, { failOn: 'warning' }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   return { data, width: info.width, height: info.height, channels: info.channels };
 }
@@ -21,6 +43,7 @@ export async function decodeImage(bytes: Uint8Array): Promise<RawImage> {
  * cannot change the pixels it returns. Damage inside the region fails as decodeImage does (failOn: 'warning').
  */
 export async function decodeRegion(bytes: Uint8Array, left: number, top: number, width: number, height: number): Promise<RawImage> {
+  const sharp = await sharpLib();
   const { data, info } = await sharp(bytes, { failOn: 'warning' })
     .extract({ left, top, width, height })
     .raw({ depth: 'uchar' })

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Runs this project on the lent GPU machine (NVIDIA H200 through Vulkan/WebGPU; no Node.js, no network) from
+# what `node tools/gpu-pack.mjs` put in .gpu/. The device command is `bash tools/gpu-run.sh` with carry
+# [".gpu"], from the repository root; results go under $OUT (the runner's empty folder that comes back).
+#
+# Stages, each under its own timeout and all within BUDGET_S seconds together; a stage that fails or times
+# out is recorded in $OUT/stages.txt and the next one runs:
+#   check  check-gradients.mjs --backend=webgpu: layer gradients vs cpu   -> $OUT/check-gradients.txt
+#   bench  one training run at 224x224 batch 64, 1000 classes, 8 steps, step 6 profiled
+#          -> $OUT/bench.json (medians of steps 3..8, the profiled step's busiest kernels)
+#   train  synthetic data, 2 epochs, batch 32: --workers=1 and --workers=2 -> $OUT/train.json (final evals)
+# Choose stages with STAGES="check bench train" (or as arguments: bash tools/gpu-run.sh bench train).
+# Only 8 files of at most 16 MiB come back from $OUT, so the run folders are kept in $GPU_RUN_DIR/gpu-runs and
+# $OUT gets 6 files: gpu-run.log (all output), stages.txt, check-gradients.txt, bench.json, train.json and
+# runs.tar.xz (every run folder without weights and checkpoints: config, train.log, metrics.jsonl, summary).
+#
+# Env overrides: BENCH_SIZE BENCH_BATCH BENCH_CLASSES BENCH_STEPS BENCH_PROFILE BENCH_ARGS, CHECK_ARGS,
+#   TRAIN_WORKERS ("1 2") TRAIN_ARGS ("--epochs=2 --batch-size=32"), CHECK_TIMEOUT BENCH_TIMEOUT TRAIN_TIMEOUT,
+#   BUDGET_S (540: the whole script), BACKEND (webgpu), GPU_RUN_DIR (/tmp: node and app/ are unpacked there).
+# GPU_RUN_LOCAL=1: a dry run on another machine (e.g. Mesa lavapipe): no dpkg -x of the .debs, no ldconfig.
+# Example dry run: GPU_RUN_LOCAL=1 OUT=tmp/gpu-out BENCH_SIZE=32 BENCH_BATCH=4 BENCH_CLASSES=10 \
+#   CHECK_ARGS=--model-image-size=32 TRAIN_ARGS="--epochs=1 --batch-size=8 --synthetic-size=64,32" bash tools/gpu-run.sh
+set -u
+T0=$(date +%s)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+G=$ROOT/.gpu
+STAGES=${STAGES:-${*:-check bench train}}
+OUT=${OUT:-$ROOT/tmp/gpu-out}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+# Everything this script prints also goes to $OUT/gpu-run.log (the script runs itself once more under tee).
+if [ -z "${GPU_RUN_TEED:-}" ]; then
+  GPU_RUN_TEED=1 OUT=$OUT STAGES=$STAGES bash "$0" 2>&1 | tee "$OUT/gpu-run.log"
+  exit "${PIPESTATUS[0]}"
+fi
+RUN_DIR=${GPU_RUN_DIR:-/tmp}
+W=$RUN_DIR/gpu-runs
+NODE=$RUN_DIR/node
+APP=$RUN_DIR/app
+BACKEND=${BACKEND:-webgpu}
+BUDGET_S=${BUDGET_S:-540}
+BENCH_SIZE=${BENCH_SIZE:-224} BENCH_BATCH=${BENCH_BATCH:-64} BENCH_CLASSES=${BENCH_CLASSES:-1000}
+BENCH_STEPS=${BENCH_STEPS:-8} BENCH_PROFILE=${BENCH_PROFILE:-6}
+TRAIN_WORKERS=${TRAIN_WORKERS:-1 2} TRAIN_ARGS=${TRAIN_ARGS:---epochs=2 --batch-size=32}
+FAILED=()
+: >"$OUT/stages.txt"
+rm -rf "$W" && mkdir -p "$W"
+
+say() { echo "[gpu-run $(($(date +%s) - T0))s] $*"; }
+record() { echo "$1 $2" >>"$OUT/stages.txt"; [ "$2" = ok ] || FAILED+=("$1"); }
+# Seconds a stage may run: its own limit, cut to what is left of BUDGET_S (keeping 15 s for the summaries).
+limit() { local left=$((BUDGET_S - ($(date +%s) - T0) - 15)); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
+# stage NAME LIMIT LOGFILE CMD...: runs CMD under timeout (SIGTERM, then SIGKILL 15 s later), output to the
+# terminal and LOGFILE, and records ok / failed (exit N) / timed out / skipped.
+stage() {
+  local name=$1 want=$2 log=$3; shift 3
+  local t; t=$(limit "$want")
+  if [ "$t" -lt 20 ]; then say "$name: skipped, ${t}s of the ${BUDGET_S}s budget left"; record "$name" skipped; return 1; fi
+  say "$name (timeout ${t}s): $*"
+  local s; s=$(date +%s)
+  timeout -k 15 "$t" "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]} took=$(($(date +%s) - s))
+  if [ "$rc" = 0 ]; then record "$name" ok
+  elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then say "$name: TIMED OUT after ${took}s"; record "$name" "timed-out(${took}s)"
+  else say "$name: FAILED (exit $rc) after ${took}s"; record "$name" "failed(exit-$rc)"
+  fi
+  say "$name: ${took}s"
+  return "$rc"
+}
+
+# ---- preamble (/work/shared/gpu/README.md): Node, the app, the Vulkan/GL loaders, the NVIDIA ICD
+[ -f "$G/node.xz" ] && [ -f "$G/app.tar.xz" ] || { echo "gpu-run: $G/node.xz or app.tar.xz missing: run node tools/gpu-pack.mjs here first, and pass carry [\".gpu\"]" >&2; exit 2; }
+mkdir -p "$RUN_DIR"
+xz -dc "$G/node.xz" >"$NODE" && chmod +x "$NODE" || { echo "gpu-run: cannot unpack node to $NODE" >&2; exit 2; }
+rm -rf "$APP" && tar xJf "$G/app.tar.xz" -C "$RUN_DIR" || { echo "gpu-run: cannot unpack app.tar.xz to $RUN_DIR" >&2; exit 2; }
+if [ "${GPU_RUN_LOCAL:-0}" != 1 ]; then
+  for f in "$G"/*.deb; do dpkg -x "$f" / || echo "gpu-run: dpkg -x $f failed" >&2; done
+  ldconfig || true
+fi
+if [ -z "${VK_DRIVER_FILES:-}" ]; then
+  for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
+    if [ -f "$icd" ]; then export VK_DRIVER_FILES=$icd; break; fi
+  done
+fi
+# The native addons are not in the bundle (and are built with -march=native for another CPU): JS paths.
+export GOOGLENET_NATIVE=0
+export GOOGLENET_WORKER_ENTRY=$APP/cli/worker.mjs GOOGLENET_COORDINATOR_ENTRY=$APP/cli/coordinator.mjs
+{
+  echo "node: $("$NODE" --version) at $NODE; app: $APP; stages: $STAGES; budget: ${BUDGET_S}s; out: $OUT"
+  echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset, so the default ICDs} GPU_RUN_LOCAL=${GPU_RUN_LOCAL:-0}"
+  if command -v nvidia-smi >/dev/null; then nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader; else echo "nvidia-smi: not present"; fi
+} 2>&1
+cd "$APP" || exit 2
+
+want() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# ---- check: layer gradient checks on the backend vs cpu
+if want check; then
+  # shellcheck disable=SC2086
+  stage check "${CHECK_TIMEOUT:-120}" "$OUT/check-gradients.txt" "$NODE" check-gradients.mjs --backend="$BACKEND" ${CHECK_ARGS:-}
+fi
+
+# ---- bench: training-step throughput, the profiled step's kernels
+if want bench; then
+  B=$W/bench-$BENCH_SIZE-b$BENCH_BATCH
+  # shellcheck disable=SC2086
+  stage bench "${BENCH_TIMEOUT:-240}" "$W/bench.log" "$NODE" train.mjs --backend="$BACKEND" --workers=1 \
+    --image-size="$BENCH_SIZE" --batch-size="$BENCH_BATCH" --num-classes="$BENCH_CLASSES" --steps="$BENCH_STEPS" \
+    --no-eval --profile-step="$BENCH_PROFILE" --out="$B" --log-every=1 ${BENCH_ARGS:-}
+  # Summarise whatever steps were recorded, also after a failure or a timeout.
+  "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$B" --from=3 --to="$BENCH_STEPS" --profile-step="$BENCH_PROFILE" --json="$OUT/bench.json" \
+    || record bench-summary "failed(no-steps)"
+fi
+
+# ---- train: accuracy, one worker vs several, synthetic data
+if want train; then
+  DIRS=()
+  for w in $TRAIN_WORKERS; do
+    # shellcheck disable=SC2086
+    stage "train-w$w" "${TRAIN_TIMEOUT:-180}" "$W/train-w$w.log" "$NODE" train.mjs --backend="$BACKEND" --workers="$w" \
+      --out="$W/w$w" $TRAIN_ARGS
+    DIRS+=("$W/w$w")
+  done
+  "$NODE" "$ROOT/tools/gpu-summary.mjs" train "${DIRS[@]}" --json="$OUT/train.json" || record train-summary "failed(missing-summary)"
+fi
+
+# The run folders, without weights and checkpoints, as one file (only 8 files come back from $OUT).
+tar cJf "$OUT/runs.tar.xz" -C "$W" --exclude='*.safetensors' --exclude=checkpoints . || record runs-tar failed
+
+echo
+say "recap:"
+"$NODE" "$ROOT/tools/gpu-summary.mjs" recap "$OUT" | sed 's/^/  /'
+say "stages:"
+sed 's/^/  /' "$OUT/stages.txt"
+if [ ${#FAILED[@]} -gt 0 ]; then say "not ok: ${FAILED[*]}"; exit 1; fi
+say "all ok"
