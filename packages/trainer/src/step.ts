@@ -104,17 +104,19 @@ export class TrainStep {
     const onDevice = this.reducer.worldSize === 1 && tf.getBackend() === 'webgpu';
     this.metrics.fill(0);
     let acc: tf.Tensor[] | undefined;
+    const pending: tf.Tensor[] = [];
     for (let m = 0; m < accumulate; m++) {
       let t = performance.now();
       const batch = await nextBatch();
       times.data += performance.now() - t;
       t = performance.now();
       const slot = this.opts.rank * accumulate + m;
-      const { figures, parts } = await this.microBatch(batch, this.dropoutSeed(step, slot), gpu);
-      this.metrics[M_LOSS] += figures[0]!;
-      this.metrics[M_TOP1] += figures[1]!;
-      this.metrics[M_TOP5] += figures[2]!;
+      const { stats, parts } = await this.microBatch(batch, this.dropoutSeed(step, slot), gpu);
       this.metrics[M_COUNT] += batch.size;
+      // Reading the figures waits for the GPU to finish this micro-batch. On the device-resident path that
+      // wait comes after the SGD kernels are issued, so the GPU is not idle while JS issues them.
+      if (onDevice) pending.push(stats);
+      else await this.addFigures(stats, parts);
       if (accumulate === 1 && !onDevice) {
         await this.writeFlat(parts);
         tf.dispose(parts);
@@ -139,6 +141,7 @@ export class TrainStep {
       if (mean !== acc) tf.dispose(mean);
       tf.dispose(acc!);
       times.apply = performance.now() - t;
+      for (const stats of pending.splice(0)) await this.addFigures(stats, []);
       await this.reducer.allReduce(EMPTY, this.metrics);
       const n = this.metrics[M_COUNT]!;
       const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
@@ -176,7 +179,22 @@ export class TrainStep {
   }
 
   /** Gradients then running statistics of one micro-batch (kept tensors) and its loss/accuracy figures. */
-  private async microBatch(batch: Batch, dropoutSeed: number, gpu: GpuProfile | null): Promise<{ figures: Float32Array; parts: tf.Tensor[] }> {
+  /** Adds a micro-batch's [loss sum, top-1, top-5] to the step's metrics; frees `parts` too if the read fails. */
+  private async addFigures(stats: tf.Tensor, parts: tf.Tensor[]): Promise<void> {
+    try {
+      const f = (await stats.data()) as Float32Array;
+      this.metrics[M_LOSS] += f[0]!;
+      this.metrics[M_TOP1] += f[1]!;
+      this.metrics[M_TOP5] += f[2]!;
+    } catch (err) {
+      tf.dispose(parts);
+      throw err;
+    } finally {
+      stats.dispose();
+    }
+  }
+
+  private async microBatch(batch: Batch, dropoutSeed: number, gpu: GpuProfile | null): Promise<{ stats: tf.Tensor; parts: tf.Tensor[] }> {
     const { batchSize, imageSize, auxWeight } = this.opts;
     const compute = () => tf.tidy(() => {
       const x = tf.tensor4d(batch.images, [batchSize, imageSize, imageSize, 3]);
@@ -201,14 +219,7 @@ export class TrainStep {
       out = compute();
     }
     const [stats, ...parts] = out;
-    try {
-      return { figures: (await stats!.data()) as Float32Array, parts };
-    } catch (err) {
-      tf.dispose(parts);
-      throw err;
-    } finally {
-      stats!.dispose();
-    }
+    return { stats: stats!, parts };
   }
 
   private writeFlat(parts: readonly tf.Tensor[]): Promise<void> {
