@@ -36,8 +36,8 @@ const channelSum = (t: tf.Tensor, c: number): tf.Tensor1D => tf.sum(t.reshape([t
 
 export function batchNormRelu(x: tf.Tensor4D, p: BatchNormParams, training: boolean): BatchNormResult {
   if (!training) {
-    return { y: tf.relu(tf.batchNorm4d(x, p.runningMean as tf.Tensor1D, p.runningVar as tf.Tensor1D,
-      p.beta as tf.Tensor1D, p.gamma as tf.Tensor1D, BN_EPS)) };
+    const [rm, rv, g, b] = [p.runningMean, p.runningVar, p.gamma, p.beta] as tf.Tensor1D[];
+    return { y: gpu.bnReluForward(x, rm!, rv!, g!, b!, BN_EPS) ?? tf.relu(tf.batchNorm4d(x, rm!, rv!, b!, g!, BN_EPS)) };
   }
   const [n, h, w, c] = x.shape;
   const count = n * h * w;

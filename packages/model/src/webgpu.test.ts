@@ -10,7 +10,7 @@ import { GRADIENT_CASES, MODEL_SHAPE_CASES, modelGradientAgreement, runGradientC
 import { GoogLeNet } from './googlenet.js';
 import { computeGradients } from './loss.js';
 import { maxPoolCeil, maxPoolSame3 } from './pool.js';
-import { randomInput } from './test-utils.js';
+import { randomInput, relErr } from './test-utils.js';
 
 let info: BackendInfo | undefined;
 let why = '';
@@ -71,6 +71,22 @@ describe.skipIf(!info)('webgpu backend', () => {
     expect(r.lossRel).toBeLessThan(1e-5);
     expect(r.gradRel).toBeLessThan(2e-2);
   }, 120_000);
+
+  it('inference (BatchNorm with running statistics in one kernel) gives cpu\'s logits', async () => {
+    const logits: Float32Array[] = [];
+    for (const backend of ['cpu', 'webgpu'] as const) {
+      await selectBackend(backend);
+      const model = new GoogLeNet({ numClasses: 10, seed: 5, aux: false });
+      // Non-trivial running statistics, as after training.
+      model.buffers.forEach((b, i) => b.variable.assign(tf.add(tf.onesLike(b.variable), (i % 2 === 0 ? -0.5 : 0.5) * Math.sin(i))));
+      const x = randomInput([2, 64, 64, 3], 9);
+      const out = model.forward(x, { training: false }).main;
+      logits.push(Float32Array.from(await out.data()));
+      tf.dispose([x, out]);
+      model.dispose();
+    }
+    expect(relErr(logits[1]!, logits[0]!)).toBeLessThan(1e-4);
+  });
 
   it('trains: SGD steps lower the loss on a fixed batch and tf.memory().numTensors stays flat', async () => {
     await selectBackend('webgpu');
