@@ -151,7 +151,11 @@ const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | vo
     const create = dawn.create as ((flags: string[]) => unknown) | undefined;
     if (typeof create !== 'function') throw new Unavailable('the `webgpu` package has no create(): expected Dawn\'s Node binding');
     Object.assign(globalThis, dawn.globals as object);
-    const flags = process.env[WEBGPU_ADAPTER_ENV] ? [`adapter=${process.env[WEBGPU_ADAPTER_ENV]}`] : [];
+    const flags = [
+      ...(process.env[WEBGPU_ADAPTER_ENV] ? [`adapter=${process.env[WEBGPU_ADAPTER_ENV]}`] : []),
+      // Raw flags for Dawn's Node binding, space-separated (e.g. "enable-dawn-features=skip_validation").
+      ...(process.env.GOOGLENET_DAWN_FLAGS ?? '').split(/\s+/).filter(Boolean),
+    ];
     const gpu = create(flags) as { requestAdapter(o?: object): Promise<DawnAdapter | null> };
     let adapter: DawnAdapter | null;
     try {

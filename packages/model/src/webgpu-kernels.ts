@@ -43,7 +43,9 @@ export function registerWebgpuModule(mod: Record<string, unknown>): void {
   util = mod.webgpu_util as WebGPUUtil;
 }
 
-export const webgpuActive = (): boolean => util !== undefined && tf.getBackend() === 'webgpu';
+/** GOOGLENET_WEBGPU_KERNELS=0 runs tfjs's stock kernels instead (A/B measurements; max-pool ties then go last). */
+const disabled = process.env.GOOGLENET_WEBGPU_KERNELS === '0';
+export const webgpuActive = (): boolean => !disabled && util !== undefined && tf.getBackend() === 'webgpu';
 
 /** Dispatch counter: every program run, ours or stock (installed by countDispatches). */
 let dispatches = 0;
@@ -53,7 +55,7 @@ let counting = false;
  * kernels go through it too). Returns a reader; for the bench's "dispatches per step".
  */
 export function countDispatches(): () => number {
-  if (!counting && webgpuActive()) {
+  if (!counting && util !== undefined && tf.getBackend() === 'webgpu') {
     const be = tf.backend() as unknown as WebGPUBackendLike;
     const run = be.runWebGPUProgram.bind(be);
     be.runWebGPUProgram = (...args) => {
@@ -67,10 +69,17 @@ export function countDispatches(): () => number {
 
 const FLAT: [number, number, number] = [64, 1, 1];
 
-/** tf.profile / tf.time name a webgpu program by its constructor: give ours theirs (gnBnReluForward, ...). */
+/**
+ * tf.profile / tf.time name a webgpu program by its constructor: give ours theirs (gnBnReluForward, ...). One
+ * prototype per name, made once: a fresh prototype per dispatch would make every program object a new
+ * hidden class and the runner's property reads megamorphic (measured: ~8 us per dispatch).
+ */
+const prototypes = new Map<string, object>();
 function named(key: string, p: Program): Program {
   const name = key.split('_')[0]!;
-  return Object.assign(Object.create({ constructor: { name } }) as Program, p);
+  let proto = prototypes.get(name);
+  if (!proto) prototypes.set(name, (proto = { constructor: { name } }));
+  return Object.assign(Object.create(proto) as Program, p);
 }
 
 function runProgram(p: Omit<Program, 'dispatchLayout' | 'dispatch' | 'workgroupSize' | 'size'>, inputs: tf.Tensor[],
