@@ -8,10 +8,11 @@
 #   check  check-gradients.mjs --backend=webgpu: layer gradients vs cpu   -> $OUT/check-gradients.txt
 #   bench  one training run at 224x224 batch 64, 1000 classes, 8 steps, step 6 profiled
 #          -> $OUT/bench.json (medians of steps 3..8, the profiled step's busiest kernels)
+#   host   the bench step on Dawn's null backend: host-side ms per step (tfjs + Dawn front end) -> $OUT/host.json
 #   train  synthetic data, 2 epochs, batch 32: --workers=1 and --workers=2 -> $OUT/train.json (final evals)
 # Choose stages with STAGES="check bench train" (or as arguments: bash tools/gpu-run.sh bench train).
 # Only 8 files of at most 16 MiB come back from $OUT, so the run folders are kept in $GPU_RUN_DIR/gpu-runs and
-# $OUT gets 6 files: gpu-run.log (all output), stages.txt, check-gradients.txt, bench.json, train.json and
+# $OUT gets 7 files: gpu-run.log (all output), stages.txt, check-gradients.txt, bench.json, host.json, train.json and
 # runs.tar.xz (every run folder without weights and checkpoints: config, train.log, metrics.jsonl, summary).
 #
 # Env overrides: BENCH_SIZE BENCH_BATCH BENCH_CLASSES BENCH_STEPS BENCH_PROFILE BENCH_ARGS, CHECK_ARGS,
@@ -24,7 +25,7 @@ set -u
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 G=$ROOT/.gpu
-STAGES=${STAGES:-${*:-check bench train}}
+STAGES=${STAGES:-${*:-check bench host train}}
 OUT=${OUT:-$ROOT/tmp/gpu-out}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 # Everything this script prints also goes to $OUT/gpu-run.log (the script runs itself once more under tee).
@@ -109,6 +110,17 @@ if want bench; then
   # Summarise whatever steps were recorded, also after a failure or a timeout.
   "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$B" --from=3 --to="$BENCH_STEPS" --profile-step="$BENCH_PROFILE" --json="$OUT/bench.json" \
     || record bench-summary "failed(no-steps)"
+fi
+
+# ---- host: the same step on Dawn's null backend (commands validated, nothing executed): what the host side
+# (tfjs + Dawn's front end, ~1,500 dispatches a step) costs on this CPU, i.e. the ceiling whatever the GPU does.
+if want host; then
+  H=$W/host-$BENCH_SIZE-b$BENCH_BATCH
+  # shellcheck disable=SC2086
+  DAWNNODE_BACKEND=null stage host "${HOST_TIMEOUT:-90}" "$W/host.log" "$NODE" train.mjs --backend="$BACKEND" --workers=1 \
+    --image-size="$BENCH_SIZE" --batch-size="$BENCH_BATCH" --num-classes="$BENCH_CLASSES" --steps=6 \
+    --no-eval --out="$H" --log-every=1 ${BENCH_ARGS:-}
+  "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$H" --from=3 --to=6 --json="$OUT/host.json" || record host-summary "failed(no-steps)"
 fi
 
 # ---- train: accuracy, one worker vs several, synthetic data

@@ -7,7 +7,7 @@
 //   node tools/gpu-summary.mjs train RUN_DIR... [--json=FILE]
 //     each run's final eval (summary.json) side by side.
 //   node tools/gpu-summary.mjs recap OUT_DIR
-//     a few lines from OUT_DIR/bench.json and train.json.
+//     a few lines from OUT_DIR/bench.json, host.json and train.json.
 // Prints a table on stdout, and the figures as one JSON object: to --json=FILE, else as a line on stdout. Exit 1
 // when a run has nothing to show.
 import fs from 'node:fs';
@@ -152,6 +152,11 @@ function recap(out) {
       (p ? `; profiled step ${p.step}: GPU kernels ${fmt(p.kernelMs, 1)} ms of ${fmt(p.wallMs, 0)} ms wall, busiest ` +
         p.kernels.slice(0, 5).map((k) => `${k.name} ${fmt(k.ms, 1)} ms x${k.calls}`).join(', ') : ''));
   } else console.log('bench: no bench.json');
+  const h = readJson(path.join(out, 'host.json'));
+  if (h) {
+    console.log(`host side (Dawn null backend, nothing executed): ${fmt(h.ms?.wall, 0)} ms a step (compute ${fmt(h.ms?.compute, 0)}, ` +
+      `apply ${fmt(h.ms?.apply, 0)}) for ${fmt(h.dispatches, 0)} dispatches: at most ${fmt(h.imgPerSec, 0)} img/s whatever the GPU`);
+  }
   if (t) {
     for (const r of t.runs) {
       const e = r.finalEval ?? r.lastEval;
