@@ -112,14 +112,14 @@ if want bench; then
     || record bench-summary "failed(no-steps)"
 fi
 
-# ---- host: the same step on Dawn's null backend (commands validated, nothing executed): what the host side
-# (tfjs + Dawn's front end, ~1,500 dispatches a step) costs on this CPU, i.e. the ceiling whatever the GPU does.
+# ---- host: a training step on Dawn's null backend (commands validated, nothing executed): what the host side
+# (tfjs + Dawn's front end, ~1,500 dispatches a step) costs on this CPU, i.e. a ceiling whatever the GPU does.
+# At 32 px batch 4: the null backend cannot allocate 224 px batches, and the host cost is per dispatch, not per
+# pixel (224 px batch 64 issues ~1,576 dispatches, 32 px batch 4 ~1,507).
 if want host; then
-  H=$W/host-$BENCH_SIZE-b$BENCH_BATCH
-  # shellcheck disable=SC2086
+  H=$W/host-32-b4
   DAWNNODE_BACKEND=null stage host "${HOST_TIMEOUT:-90}" "$W/host.log" "$NODE" train.mjs --backend="$BACKEND" --workers=1 \
-    --image-size="$BENCH_SIZE" --batch-size="$BENCH_BATCH" --num-classes="$BENCH_CLASSES" --steps=6 \
-    --no-eval --out="$H" --log-every=1 ${BENCH_ARGS:-}
+    --image-size=32 --batch-size=4 --num-classes="$BENCH_CLASSES" --steps=6 --no-eval --out="$H" --log-every=1
   "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$H" --from=3 --to=6 --json="$OUT/host.json" || record host-summary "failed(no-steps)"
 fi
 
