@@ -154,8 +154,11 @@ function recap(out) {
   } else console.log('bench: no bench.json');
   const h = readJson(path.join(out, 'host.json'));
   if (h) {
+    // The host cost is per dispatch, not per image: the ceiling it sets is for the bench's batch size.
+    const batch = b?.shape?.batchSize ?? 64;
     console.log(`host side (Dawn null backend, nothing executed): ${fmt(h.ms?.wall, 0)} ms a step (compute ${fmt(h.ms?.compute, 0)}, ` +
-      `apply ${fmt(h.ms?.apply, 0)}) for ${fmt(h.dispatches, 0)} dispatches: at most ${fmt(h.imgPerSec, 0)} img/s whatever the GPU`);
+      `apply ${fmt(h.ms?.apply, 0)}) for ${fmt(h.dispatches, 0)} dispatches: at batch ${batch}, at most ` +
+      `${fmt((batch * 1000) / h.ms?.wall, 0)} img/s whatever the GPU`);
   }
   if (t) {
     for (const r of t.runs) {
