@@ -113,9 +113,9 @@ if want bench; then
 fi
 
 # ---- host: a training step on Dawn's null backend (commands validated, nothing executed): what the host side
-# (tfjs + Dawn's front end, ~1,500 dispatches a step) costs on this CPU, i.e. a ceiling whatever the GPU does.
+# (tfjs + Dawn's front end, ~1,100 dispatches a step) costs on this CPU, i.e. a ceiling whatever the GPU does.
 # At 32 px batch 4: the null backend cannot allocate 224 px batches, and the host cost is per dispatch, not per
-# pixel (224 px batch 64 issues ~1,576 dispatches, 32 px batch 4 ~1,507).
+# pixel (224 px batch 64 issues ~1,170 dispatches, 32 px batch 4 ~1,100).
 if want host; then
   H=$W/host-32-b4
   DAWNNODE_BACKEND=null stage host "${HOST_TIMEOUT:-90}" "$W/host.log" "$NODE" train.mjs --backend="$BACKEND" --workers=1 \

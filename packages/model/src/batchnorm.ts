@@ -78,9 +78,9 @@ export function batchNormRelu(x: tf.Tensor4D, p: BatchNormParams, training: bool
   // Not part of the loss, so backprop prunes these ops from the tape.
   const keep = 1 - BN_MOMENTUM;
   const unbias = (BN_MOMENTUM * count) / (count - 1);
-  const running = [
-    gpu.axpby(p.runningMean, keep, mean, BN_MOMENTUM) ?? tf.add(tf.mul(p.runningMean, keep), tf.mul(mean, BN_MOMENTUM)),
-    gpu.axpby(p.runningVar, keep, variance, unbias) ?? tf.add(tf.mul(p.runningVar, keep), tf.mul(variance, unbias)),
+  const running = gpu.bnRunning(p.runningMean as tf.Tensor1D, p.runningVar as tf.Tensor1D, mean, variance, keep, BN_MOMENTUM, unbias) ?? [
+    tf.add(tf.mul(p.runningMean, keep), tf.mul(mean, BN_MOMENTUM)),
+    tf.add(tf.mul(p.runningVar, keep), tf.mul(variance, unbias)),
   ] as [tf.Tensor1D, tf.Tensor1D];
   return { y, running };
 }

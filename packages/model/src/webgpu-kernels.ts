@@ -1,16 +1,17 @@
 /**
  * Our own WGSL kernels for the webgpu backend, run through tfjs-backend-webgpu's program runner. They do what
  * native.ts does for wasm: replace stock kernels that are wrong for us or take many dispatches (a TF.js GPU
- * step is bound by dispatch count: 3,494 per GoogLeNet training step with stock kernels, ~1,500 with these).
+ * step is bound by dispatch count: 3,494 per GoogLeNet training step with stock kernels, ~1,100 with these).
  *   maxPoolGrad  the stock MaxPoolGrad sends a window's gradient to its LAST maximum; PyTorch, tfjs-cpu and
  *                our native kernel send it to the FIRST (row-major). GoogLeNet's small deep maps are full of
  *                exact ties (pools of maps smaller than the window repeat values), so the stock kernel changed
  *                trunk gradients by up to 2 %. One dispatch instead of two.
- *   bnStats / bnReluForward / bnReluBackward / axpby   BatchNorm+ReLU in training: 10 dispatches a layer
+ *   bnStats / bnReluForward / bnReluBackward / bnRunning   BatchNorm+ReLU in training: 8 dispatches a layer
  *                instead of ~30 (channel sums as a matMul by a row vector: no transpose + reduce).
  *   im2col / col2im   conv gradients as one matMul each (the stock filter gradient was three transposes and a
  *                conv whose filter is the whole output map), in batch chunks under the binding limit.
- *   sgdStep      in-place SGD with momentum: two dispatches per parameter, no new tensors.
+ *   sgdStep      in-place SGD with momentum: one dispatch per 2-3 parameters (weights and momentum), no new tensors.
+ * Kernels writing several tensors are dispatched by directDispatch, into tfjs's own compute pass.
  * Every function returns null (or false) when webgpu is not the active backend; callers fall back to tfjs ops.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -243,24 +244,55 @@ export function bnReluBackward(x: tf.Tensor4D, y: tf.Tensor4D, dy: tf.Tensor4D, 
         }
       }`,
   }, [x, y, dy, mean, variance, gamma, sums], [{ type: 'float32', data: [m] }]);
-  const dbeta = sums.slice([0, 0], [1, c]).reshape([c]) as tf.Tensor1D;
-  const dgamma = sums.slice([0, c], [1, c]).reshape([c]) as tf.Tensor1D;
+  // dbeta and dgamma out of [1, 2C] in one dispatch (two slices otherwise).
+  const dbeta = output([c]) as tf.Tensor1D;
+  const dgamma = output([c]) as tf.Tensor1D;
+  directDispatch('gnBnSplitSums', () => `
+    @group(0) @binding(0) var<storage, read> sums : array<f32>;
+    @group(0) @binding(1) var<storage, read_write> dbeta : array<f32>;
+    @group(0) @binding(2) var<storage, read_write> dgamma : array<f32>;
+    struct U { c : i32, };
+    @group(0) @binding(3) var<uniform> u : U;
+    @compute @workgroup_size(${WG})
+    fn main(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {
+      let i = i32(gid.y * nwg.x * ${WG}u + gid.x);
+      if (i < u.c) { dbeta[i] = sums[i]; dgamma[i] = sums[u.c + i]; }
+    }`, [sums, dbeta, dgamma], [{ type: 'int32', data: [c] }], c);
   return [dx.reshape(x.shape) as tf.Tensor4D, dgamma, dbeta];
 }
 
-/** a * ka + b * kb elementwise (same shapes): one dispatch instead of three (BatchNorm's running statistics). */
-export function axpby(a: tf.Tensor, ka: number, b: tf.Tensor, kb: number): tf.Tensor | null {
+/**
+ * BatchNorm's running statistics after a training batch, both in one dispatch: mean' = keep * mean + m * batch
+ * mean, var' = keep * var + u * batch variance (u: momentum with the unbiasing factor). Null off webgpu.
+ */
+export function bnRunning(runMean: tf.Tensor1D, runVar: tf.Tensor1D, mean: tf.Tensor1D, variance: tf.Tensor1D,
+  keep: number, m: number, u: number): [tf.Tensor1D, tf.Tensor1D] | null {
   if (!webgpuActive()) return null;
-  return runProgram({
-    variableNames: ['a', 'b'],
-    outputShape: [a.size],
-    shaderKey: 'gnAxpby',
-    uniforms: 'ka : f32, kb : f32,',
-    getUserCode: () => `
-      ${'fn main(index : i32)'} {
-        if (index < uniforms.size) { setOutputAtIndex(index, a[index] * uniforms.ka + b[index] * uniforms.kb); }
-      }`,
-  }, [a, b], [{ type: 'float32', data: [ka] }, { type: 'float32', data: [kb] }]).reshape(a.shape);
+  const c = mean.size;
+  const newMean = output([c]) as tf.Tensor1D;
+  const newVar = output([c]) as tf.Tensor1D;
+  directDispatch('gnBnRunning', () => `
+    @group(0) @binding(0) var<storage, read> rm : array<f32>;
+    @group(0) @binding(1) var<storage, read> rv : array<f32>;
+    @group(0) @binding(2) var<storage, read> bm : array<f32>;
+    @group(0) @binding(3) var<storage, read> bv : array<f32>;
+    @group(0) @binding(4) var<storage, read_write> om : array<f32>;
+    @group(0) @binding(5) var<storage, read_write> ov : array<f32>;
+    struct U { c : i32, keep : f32, m : f32, u : f32, };
+    @group(0) @binding(6) var<uniform> u : U;
+    @compute @workgroup_size(${WG})
+    fn main(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {
+      let i = i32(gid.y * nwg.x * ${WG}u + gid.x);
+      if (i < u.c) { om[i] = rm[i] * u.keep + bm[i] * u.m; ov[i] = rv[i] * u.keep + bv[i] * u.u; }
+    }`, [runMean, runVar, mean, variance, newMean, newVar],
+  [{ type: 'int32', data: [c] }, { type: 'float32', data: [keep] }, { type: 'float32', data: [m] }, { type: 'float32', data: [u] }], c);
+  return [newMean, newVar];
+}
+
+/** A new float32 tensor whose GPU buffer our own dispatches write (tfjs allocates it on first binding). */
+function output(shape: number[]): tf.Tensor {
+  const be = tf.backend() as unknown as { makeTensorInfo(shape: number[], dtype: tf.DataType): tf.TensorInfo };
+  return tf.engine().makeTensorFromTensorInfo(be.makeTensorInfo(shape, 'float32'));
 }
 
 /**
@@ -340,75 +372,139 @@ export function col2im(dcols: tf.Tensor2D, xShape: [number, number, number, numb
   }, [dcols], [{ type: 'int32', data: [ho] }, { type: 'int32', data: [wo] }]) as tf.Tensor4D;
 }
 
-/** Runs `p` writing into `target`'s own GPU buffer (read back in the shader as `result`): an in-place update. */
-function runInPlace(p: Omit<Program, 'dispatchLayout' | 'dispatch' | 'workgroupSize' | 'size'>, target: tf.Tensor, inputs: tf.Tensor[],
-  uniforms: { type: string; data: number[] }[]): void {
-  const layout = util!.flatDispatchLayout(p.outputShape);
-  const program: Program = named(p.shaderKey, { ...p, dispatchLayout: layout, dispatch: util!.computeDispatch(layout, p.outputShape, FLAT), workgroupSize: FLAT, size: true });
-  const be = tf.backend() as unknown as WebGPUBackendLike & { runWebGPUProgram(p: Program, i: tf.TensorInfo[], d: tf.DataType, u: unknown, out: tf.TensorInfo): tf.TensorInfo };
-  be.runWebGPUProgram(program, inputs, 'float32', uniforms, { dataId: target.dataId, shape: [target.size], dtype: 'float32' } as tf.TensorInfo);
-}
-
 /** Whether `t` alone owns its GPU buffer (writing it in place changes no other tensor). */
 function ownsBuffer(t: tf.Tensor): boolean {
   const map = (tf.backend() as unknown as { tensorMap: { get(id: unknown): { refCount?: number } | undefined } }).tensorMap;
   return (map.get(t.dataId)?.refCount ?? 1) === 1;
 }
 
+/** The parts of tfjs-backend-webgpu's backend that a dispatch outside its program runner must go through. */
+interface BackendInternals {
+  device: GPUDevice;
+  commandEncoder: GPUCommandEncoder | null;
+  computePassEncoder: GPUComputePassEncoder | null;
+  dispatchCountInPass: number;
+  commandQueueOwnedIds: WeakSet<object>;
+  tensorMap: { get(id: unknown): { resource?: unknown } | undefined };
+  uploadToGPU(dataId: unknown): void;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+  makeUniforms(u: { type: string; data: number[] }[]): GPUBindingResource;
+}
+
+const pipelines = new Map<string, GPUComputePipeline>();
+const WG = 256;
+
 /**
- * SGD with momentum and weight decay as torch.optim.SGD (see trainer's optim.ts), on the GPU, in place: the
- * averaged gradients arrive as one host array and are uploaded once; per parameter one dispatch updates the
- * momentum buffer and one the weight, inside their own buffers. The stock path made ~8 dispatches and fresh
- * tensors per parameter. False (nothing done) when webgpu is not active or a buffer is shared.
+ * One dispatch of our own WGSL, recorded into tfjs's current compute pass so that it runs in order with the
+ * kernels around it; for kernels that write several tensors (tfjs's runner binds one output). `tensors` are
+ * bindings 0..n-1 (storage, read or read_write as the code declares), the uniforms binding n (scalars only,
+ * in order: tfjs's packing). Every tensor is marked as used by the pending commands, so tfjs defers freeing it
+ * until they are submitted, as it does for its own. `threads` invocations, in a 2-D grid of WG-wide groups.
+ */
+function directDispatch(key: string, code: () => string, tensors: tf.Tensor[], uniforms: { type: string; data: number[] }[], threads: number): void {
+  const be = tf.backend() as unknown as BackendInternals;
+  let pipe = pipelines.get(key);
+  if (!pipe) {
+    pipe = be.device.createComputePipeline({ layout: 'auto', compute: { module: be.device.createShaderModule({ code: code() }), entryPoint: 'main' } });
+    pipelines.set(key, pipe);
+  }
+  const entries: GPUBindGroupEntry[] = tensors.map((t, i) => {
+    be.uploadToGPU(t.dataId);
+    return { binding: i, resource: { buffer: be.tensorMap.get(t.dataId)!.resource as GPUBuffer } };
+  });
+  entries.push({ binding: tensors.length, resource: be.makeUniforms(uniforms) });
+  const bindGroup = be.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
+  const groups = Math.ceil(threads / WG);
+  const x = Math.min(groups, 32768);
+  be.ensureCommandEncoderReady();
+  be.computePassEncoder ??= be.commandEncoder!.beginComputePass({});
+  be.computePassEncoder.setPipeline(pipe);
+  be.computePassEncoder.setBindGroup(0, bindGroup);
+  be.computePassEncoder.dispatchWorkgroups(x, Math.ceil(groups / x), 1);
+  be.dispatchCountInPass++;
+  dispatches++;
+  for (const t of tensors) be.commandQueueOwnedIds.add(t.dataId as object);
+  if (be.dispatchCountInPass >= tf.env().getNumber('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE')) {
+    be.endComputePassEncoder();
+    be.submitQueue();
+  }
+}
+
+/** Parameters per SGD dispatch: weight + momentum (+ gradient) bindings within WebGPU's default 8 storage buffers. */
+const SGD_GROUP = { flat: 3, tensors: 2 };
+
+/**
+ * SGD with momentum and weight decay as torch.optim.SGD (see trainer's optim.ts), on the GPU, in place: each
+ * dispatch updates the weights AND momentum buffers of 2-3 parameters (of similar sizes) inside their own
+ * buffers: 39-58 dispatches a step instead of 232 with one-output kernels (and ~700 with tfjs ops). The
+ * averaged gradients arrive either as one host array, uploaded once, or (a single worker) as the gradient
+ * tensors themselves. False (nothing done) when webgpu is not active or a buffer is shared.
  */
 export function sgdStep(params: readonly tf.Variable[], buffers: readonly tf.Variable[] | null, grads: Float32Array | readonly tf.Tensor[],
   offsets: readonly number[] | null, o: { momentum: number; weightDecay: number; lr: number; started: boolean }): boolean {
   if (!webgpuActive()) return false;
   if (![...params, ...(buffers ?? [])].every(ownsBuffer)) return false;
-  // A host array is uploaded once, when the first kernel binds it (before this function returns, so `grads`
+  // A host array is uploaded once, when the first dispatch binds it (before this function returns, so `grads`
   // may change after); device tensors (a single worker's own gradients) are read where they are.
   const flat = grads instanceof Float32Array ? tf.tensor1d(grads) : null;
+  const per = flat ? SGD_GROUP.flat : SGD_GROUP.tensors;
+  const mom = buffers !== null;
+  // Similar sizes share a dispatch, so few threads idle.
+  const order = params.map((_, i) => i).sort((a, b) => params[a]!.size - params[b]!.size);
   try {
-    params.forEach((w, i) => {
-      const g = flat ?? (grads as readonly tf.Tensor[])[i]!;
-      const off = flat ? offsets![i]! : 0;
-      if (buffers) {
-        runInPlace({
-          variableNames: ['g', 'w'], outputShape: [w.size], shaderKey: 'gnSgdMomentum',
-          uniforms: 'off : i32, mom : f32, wd : f32, started : i32,',
-          getUserCode: () => `
-            ${'fn main(index : i32)'} {
-              if (index < uniforms.size) {
-                let d = g[uniforms.off + index] + w[index] * uniforms.wd;
-                result[index] = select(d, result[index] * uniforms.mom + d, uniforms.started != 0);
-              }
-            }`,
-        }, buffers[i]!, [g, w], [{ type: 'int32', data: [off] }, { type: 'float32', data: [o.momentum] }, { type: 'float32', data: [o.weightDecay] },
-          { type: 'int32', data: [o.started ? 1 : 0] }]);
-        runInPlace({
-          variableNames: ['b'], outputShape: [w.size], shaderKey: 'gnSgdApply', uniforms: 'lr : f32,',
-          getUserCode: () => `
-            ${'fn main(index : i32)'} {
-              if (index < uniforms.size) { result[index] = result[index] - b[index] * uniforms.lr; }
-            }`,
-        }, w, [buffers[i]!], [{ type: 'float32', data: [o.lr] }]);
-      } else {
-        runInPlace({
-          variableNames: ['g'], outputShape: [w.size], shaderKey: 'gnSgdPlain', uniforms: 'off : i32, wd : f32, lr : f32,',
-          getUserCode: () => `
-            ${'fn main(index : i32)'} {
-              if (index < uniforms.size) {
-                let w = result[index];
-                result[index] = w - (g[uniforms.off + index] + w * uniforms.wd) * uniforms.lr;
-              }
-            }`,
-        }, w, [g], [{ type: 'int32', data: [off] }, { type: 'float32', data: [o.weightDecay] }, { type: 'float32', data: [o.lr] }]);
+    for (let start = 0; start < order.length; start += per) {
+      const group = order.slice(start, start + per);
+      const n = group.length;
+      const tensors: tf.Tensor[] = [];
+      if (flat) tensors.push(flat);
+      for (const i of group) {
+        if (!flat) tensors.push((grads as readonly tf.Tensor[])[i]!);
+        tensors.push(params[i]!);
+        if (mom) tensors.push(buffers[i]!);
       }
-    });
+      const uniforms = [
+        ...group.map((i) => ({ type: 'int32', data: [params[i]!.size] })),
+        ...group.map((i) => ({ type: 'int32', data: [flat ? offsets![i]! : 0] })),
+        { type: 'float32', data: [o.momentum] }, { type: 'float32', data: [o.weightDecay] }, { type: 'float32', data: [o.lr] },
+        { type: 'int32', data: [o.started ? 1 : 0] },
+      ];
+      const threads = Math.max(...group.map((i) => params[i]!.size));
+      directDispatch(`gnSgd_${flat ? 'flat' : 'tensors'}_${mom}_${n}`, () => sgdCode(n, !!flat, mom), tensors, uniforms, threads);
+    }
   } finally {
     flat?.dispose();
   }
   return true;
+}
+
+/** WGSL of one grouped SGD dispatch for `n` parameters. */
+function sgdCode(n: number, flat: boolean, mom: boolean): string {
+  const ids = [...Array(n).keys()];
+  let b = 0;
+  const decl: string[] = [];
+  if (flat) decl.push(`@group(0) @binding(${b++}) var<storage, read> g : array<f32>;`);
+  for (const j of ids) {
+    if (!flat) decl.push(`@group(0) @binding(${b++}) var<storage, read> g${j} : array<f32>;`);
+    decl.push(`@group(0) @binding(${b++}) var<storage, read_write> w${j} : array<f32>;`);
+    if (mom) decl.push(`@group(0) @binding(${b++}) var<storage, read_write> m${j} : array<f32>;`);
+  }
+  const fields = [...ids.map((j) => `n${j} : i32,`), ...ids.map((j) => `off${j} : i32,`), 'mom : f32, wd : f32, lr : f32, started : i32,'];
+  const body = ids.map((j) => `
+    if (i < u.n${j}) {
+      let d = ${flat ? `g[u.off${j} + i]` : `g${j}[i]`} + w${j}[i] * u.wd;
+      ${mom ? `let v = select(d, m${j}[i] * u.mom + d, u.started != 0);
+      m${j}[i] = v;
+      w${j}[i] = w${j}[i] - v * u.lr;` : `w${j}[i] = w${j}[i] - d * u.lr;`}
+    }`).join('');
+  return `${decl.join('\n')}
+  struct U { ${fields.join(' ')} };
+  @group(0) @binding(${b}) var<uniform> u : U;
+  @compute @workgroup_size(${WG})
+  fn main(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {
+    let i = i32(gid.y * nwg.x * ${WG}u + gid.x);${body}
+  }`;
 }
 
 /** The device's largest storage-buffer binding, in bytes (what one tensor a kernel reads or writes may hold). */

@@ -71,40 +71,47 @@ if (webgpuWhy) {
   console.warn(`SKIPPED webgpu SGD test: ${webgpuWhy}`);
 }
 
-describe.skipIf(!!webgpuWhy)('SGD from a flat gradient buffer on webgpu', () => {
-  it.each([0.9, 0])('updates weights and momentum in place on the GPU as the cpu tensor path does (momentum %s)', async (momentum) => {
+describe.skipIf(!!webgpuWhy)('SGD on webgpu', () => {
+  // 7 parameters of mixed sizes: several grouped dispatches, a partial last group, sizes not multiples of 256.
+  const shapes = [[3, 4], [5], [2, 2, 3], [300], [17, 19], [1], [64, 5]];
+  const sizes = shapes.map((s) => s.reduce((a, b) => a * b));
+  const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  const total = sizes.reduce((a, b) => a + b);
+  const init = shapes.map((s, i) => Float32Array.from({ length: sizes[i]! }, (_, k) => Math.sin(k + 10 * i)));
+  const flats = [0, 1, 2].map((step) => Float32Array.from({ length: total }, (_, k) => Math.cos(k * (step + 1))));
+
+  const run = async (backend: 'cpu' | 'webgpu', momentum: number, input: 'flat' | 'tensors') => {
     const { selectBackend, countDispatches } = await import('@googlenet/model');
-    const shapes = [[3, 4], [5], [2, 2, 3]];
-    const sizes = shapes.map((s) => s.reduce((a, b) => a * b));
-    const offsets = [0, 12, 17];
-    const init = shapes.map((s, i) => Float32Array.from({ length: sizes[i]! }, (_, k) => Math.sin(k + 10 * i)));
-    const flats = [0, 1, 2].map((step) => Float32Array.from({ length: 29 }, (_, k) => Math.cos(k * (step + 1))));
-    const run = async (backend: 'cpu' | 'webgpu') => {
-      await selectBackend(backend);
-      const vars = init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
-      const sgd = new Sgd(vars, { momentum, weightDecay: 1e-4 });
-      const before = tf.memory().numTensors;
-      const dispatched = backend === 'webgpu' ? countDispatches() : () => 0;
-      const d0 = dispatched();
-      for (const flat of flats) {
-        if (backend === 'webgpu') sgd.stepFlat(flat, offsets, 0.05);
-        else {
-          const grads = vars.map((v, i) => tf.tensor(flat.slice(offsets[i]!, offsets[i]! + v.size), v.shape));
-          sgd.step(grads, 0.05);
-          tf.dispose(grads);
-        }
+    await selectBackend(backend);
+    const vars = init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
+    const sgd = new Sgd(vars, { momentum, weightDecay: 1e-4 });
+    const before = tf.memory().numTensors;
+    const dispatched = backend === 'webgpu' ? countDispatches() : () => 0;
+    const d0 = dispatched();
+    for (const flat of flats) {
+      if (backend === 'webgpu' && input === 'flat') sgd.stepFlat(flat, offsets, 0.05);
+      else {
+        const grads = vars.map((v, i) => tf.tensor(flat.slice(offsets[i]!, offsets[i]! + v.size), v.shape));
+        if (backend === 'webgpu') sgd.stepDevice(grads, 0.05);
+        else sgd.step(grads, 0.05);
+        tf.dispose(grads);
       }
-      const counts = tf.memory().numTensors - before;
-      // Our kernels, not the fallback: per parameter one momentum and one weight dispatch (one without momentum).
-      if (backend === 'webgpu') expect(dispatched() - d0).toBe(flats.length * shapes.length * (momentum ? 2 : 1));
-      const out = await Promise.all([...vars, ...sgd.state().buffers].map(async (v) => Array.from(await v.data())));
-      sgd.dispose();
-      vars.forEach((v) => v.dispose());
-      return { out, counts };
-    };
-    const ref = await run('cpu');
-    const got = await run('webgpu');
-    expect(got.counts).toBe(0); // in place: no tensor survives a step
-    got.out.forEach((vals, i) => vals.forEach((v, j) => expect(v).toBeCloseTo(ref.out[i]![j]!, 6)));
-  });
+    }
+    const counts = tf.memory().numTensors - before;
+    const calls = dispatched() - d0;
+    const out = await Promise.all([...vars, ...sgd.state().buffers].map(async (v) => Array.from(await v.data())));
+    sgd.dispose();
+    vars.forEach((v) => v.dispose());
+    return { out, counts, calls };
+  };
+
+  it.each([[0.9, 'flat'], [0, 'flat'], [0.9, 'tensors'], [0, 'tensors']] as const)(
+    'updates weights and momentum in place as the cpu tensor path does (momentum %s, gradients as %s)', async (momentum, input) => {
+      const ref = await run('cpu', momentum, input);
+      const got = await run('webgpu', momentum, input);
+      expect(got.counts).toBe(0); // in place: no tensor survives a step
+      // Our grouped kernels, not the fallback: 3 parameters per dispatch from a flat upload, 2 from tensors.
+      expect(got.calls).toBe(flats.length * Math.ceil(shapes.length / (input === 'flat' ? 3 : 2)));
+      got.out.forEach((vals, i) => vals.forEach((v, j) => expect(v).toBeCloseTo(ref.out[i]![j]!, 6)));
+    });
 });

@@ -27,7 +27,7 @@ await runCli('nx run model:check-gradients', 'Layer gradients on a backend vs cp
   }
   const size = f['model-image-size'] as number;
   const model = backend === 'cpu' || size === 0 ? null : await modelGradientAgreement(backend, { batchSize: 4, imageSize: size });
-  if (model) console.log(`whole model (batch 4, ${size} px): loss rel diff ${model.lossRel.toExponential(2)}, all-gradient rel err ${model.gradRel.toExponential(2)}`);
+  if (model) console.log(`whole model (batch 4, ${size} px): loss rel diff ${model.lossRel.toExponential(2)}, all-gradient rel err ${model.gradRel.toExponential(2)}, running stats rel err ${model.statsRel.toExponential(2)}`);
   console.log(JSON.stringify({ check: 'gradients', backend, tolerance: tol, failed, rows, model }));
   if (failed > 0) process.exitCode = 1;
 });
