@@ -141,7 +141,10 @@ export class TrainStep {
       if (mean !== acc) tf.dispose(mean);
       tf.dispose(acc!);
       times.apply = performance.now() - t;
+      // This read waits for the GPU to finish the step: compute time, as on the other path.
+      const w = performance.now();
       for (const stats of pending.splice(0)) await this.addFigures(stats, []);
+      times.compute += performance.now() - w;
       await this.reducer.allReduce(EMPTY, this.metrics);
       const n = this.metrics[M_COUNT]!;
       const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
