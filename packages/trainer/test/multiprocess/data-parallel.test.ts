@@ -6,6 +6,15 @@ import { maxRelativeError, rankDigests, readJsonl, readTensors, tempDir, train }
 // Image size 32 and tiny batches keep each run to seconds of compute; process start-up dominates.
 const common = ['--image-size=32', '--batch-size=4', '--steps=3', '--lr=0.05', '--backend=wasm', '--eval-every=0', '--seed=7'];
 
+/** Both ranks of the 2-worker run end with identical weights, equal to the 1-worker run's within `tol`. */
+function expectSameModel(two: string, one: string, tol: number): void {
+  const digests = rankDigests(two);
+  expect([...digests.keys()].sort()).toEqual([0, 1]);
+  expect(digests.get(1)).toBe(digests.get(0));
+  const { err, worst } = maxRelativeError(readTensors(path.join(two, 'model.safetensors')), readTensors(path.join(one, 'model.safetensors')));
+  expect(err, `worst tensor ${worst}`).toBeLessThanOrEqual(tol);
+}
+
 describe('data-parallel training across processes', () => {
   it('2 workers x batch B equal 1 worker accumulating 2 micro-batches of B, and both ranks hold identical weights', async () => {
     const dir = tempDir('dp');
@@ -14,12 +23,7 @@ describe('data-parallel training across processes', () => {
     await train([...common, '--workers=2', `--out=${two}`]);
     await train([...common, '--workers=1', '--accumulate=2', `--out=${one}`]);
 
-    const digests = rankDigests(two);
-    expect([...digests.keys()].sort()).toEqual([0, 1]);
-    expect(digests.get(1)).toBe(digests.get(0));
-
-    const { err, worst } = maxRelativeError(readTensors(path.join(two, 'model.safetensors')), readTensors(path.join(one, 'model.safetensors')));
-    expect(err, `worst tensor ${worst}`).toBeLessThanOrEqual(1e-5);
+    expectSameModel(two, one, 1e-5);
 
     // The same global figures were logged: the step metrics are sums over the same samples.
     const lossTwo = readJsonl(path.join(two, 'metrics.jsonl')).filter((r) => r.type === 'step').map((r) => r.loss as number);
@@ -50,10 +54,6 @@ describe.skipIf(!webgpu)('data-parallel training on webgpu', () => {
     expect(r.stdout).toContain('workers on this machine share this adapter'); // what Dawn allows, said at run time
     await train([...args, '--workers=1', '--accumulate=2', `--out=${one}`]);
 
-    const digests = rankDigests(two);
-    expect([...digests.keys()].sort()).toEqual([0, 1]);
-    expect(digests.get(1)).toBe(digests.get(0));
-    const { err, worst } = maxRelativeError(readTensors(path.join(two, 'model.safetensors')), readTensors(path.join(one, 'model.safetensors')));
-    expect(err, `worst tensor ${worst}`).toBeLessThanOrEqual(1e-4);
+    expectSameModel(two, one, 1e-4);
   }, 600_000);
 });
