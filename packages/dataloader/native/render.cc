@@ -166,10 +166,13 @@ napi_value Render(napi_env env, napi_callback_info info) {
   return err ? fail(env, err) : nullptr;
 }
 
+// As napi_set_named_property would make them: writable, enumerable, configurable.
+constexpr napi_property_attributes kPlain =
+    static_cast<napi_property_attributes>(napi_writable | napi_enumerable | napi_configurable);
+
 napi_value Init(napi_env env, napi_value exports) {
-  napi_value f;
-  napi_create_function(env, "render", NAPI_AUTO_LENGTH, Render, nullptr, &f);
-  napi_set_named_property(env, exports, "render", f);
+  const napi_property_descriptor fn = {"render", nullptr, Render, nullptr, nullptr, nullptr, kPlain, nullptr};
+  napi_define_properties(env, exports, 1, &fn);
   return exports;
 }
 

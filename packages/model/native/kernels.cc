@@ -549,26 +549,23 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// As napi_set_named_property would make them: writable, enumerable, configurable.
+constexpr napi_property_attributes kPlain =
+    static_cast<napi_property_attributes>(napi_writable | napi_enumerable | napi_configurable);
+
 napi_value Init(napi_env env, napi_value exports) {
-  napi_value f;
-  napi_create_function(env, "sgemm", NAPI_AUTO_LENGTH, Sgemm, nullptr, &f);
-  napi_set_named_property(env, exports, "sgemm", f);
-  napi_create_function(env, "maxPoolGrad", NAPI_AUTO_LENGTH, MaxPoolGrad, nullptr, &f);
-  napi_set_named_property(env, exports, "maxPoolGrad", f);
-  napi_create_function(env, "im2col", NAPI_AUTO_LENGTH, Im2colF, nullptr, &f);
-  napi_set_named_property(env, exports, "im2col", f);
-  napi_create_function(env, "col2im", NAPI_AUTO_LENGTH, Col2imF, nullptr, &f);
-  napi_set_named_property(env, exports, "col2im", f);
-  napi_create_function(env, "bnStats", NAPI_AUTO_LENGTH, BnStats, nullptr, &f);
-  napi_set_named_property(env, exports, "bnStats", f);
-  napi_create_function(env, "bnReluForward", NAPI_AUTO_LENGTH, BnReluForward, nullptr, &f);
-  napi_set_named_property(env, exports, "bnReluForward", f);
-  napi_create_function(env, "bnReluBackward", NAPI_AUTO_LENGTH, BnReluBackward, nullptr, &f);
-  napi_set_named_property(env, exports, "bnReluBackward", f);
-  napi_create_function(env, "copyCols", NAPI_AUTO_LENGTH, CopyCols, nullptr, &f);
-  napi_set_named_property(env, exports, "copyCols", f);
-  napi_create_function(env, "sgd", NAPI_AUTO_LENGTH, Sgd, nullptr, &f);
-  napi_set_named_property(env, exports, "sgd", f);
+  const napi_property_descriptor fns[] = {
+      {"sgemm", nullptr, Sgemm, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"maxPoolGrad", nullptr, MaxPoolGrad, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"im2col", nullptr, Im2colF, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"col2im", nullptr, Col2imF, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"bnStats", nullptr, BnStats, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"bnReluForward", nullptr, BnReluForward, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"bnReluBackward", nullptr, BnReluBackward, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"copyCols", nullptr, CopyCols, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"sgd", nullptr, Sgd, nullptr, nullptr, nullptr, kPlain, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(fns) / sizeof(fns[0]), fns);
   return exports;
 }
 

@@ -8,9 +8,8 @@ import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendInfo } from './backend.js';
 import { GRADIENT_CASES, MODEL_SHAPE_CASES, modelGradientAgreement, runGradientChecks } from './gradient-check.js';
 import { GoogLeNet } from './googlenet.js';
-import { computeGradients } from './loss.js';
 import { maxPoolCeil, maxPoolSame3 } from './pool.js';
-import { randomInput, relErr } from './test-utils.js';
+import { randomInput, relErr, sgdOnFixedBatch } from './test-utils.js';
 
 let info: BackendInfo | undefined;
 let why = '';
@@ -94,19 +93,7 @@ describe.skipIf(!info)('webgpu backend', () => {
     const model = new GoogLeNet({ numClasses: 4, seed: 3 });
     const x = randomInput([8, 32, 32, 3], 21);
     const labels = tf.tensor1d([0, 1, 2, 3, 0, 1, 2, 3], 'int32');
-    const losses: number[] = [];
-    const counts: number[] = [];
-    for (let step = 0; step < 5; step++) {
-      const loss = tf.tidy(() => {
-        const r = computeGradients(model, x, labels, { auxWeight: 0.3, dropoutSeed: 0 });
-        model.params.forEach((p, i) => p.variable.assign(tf.sub(p.variable, tf.mul(r.grads[i]!, 0.05))));
-        model.assignRunningStats(r.runningStats);
-        return tf.keep(r.loss);
-      });
-      losses.push((await loss.data())[0]!);
-      loss.dispose();
-      counts.push(tf.memory().numTensors);
-    }
+    const { losses, counts } = await sgdOnFixedBatch(model, x, labels, 5);
     expect(new Set(counts).size).toBe(1);
     expect(losses[losses.length - 1]!).toBeLessThan(losses[0]! * 0.7);
     tf.dispose([x, labels]);

@@ -27,29 +27,30 @@ export function readInto(t: tf.Tensor, target: Float32Array, offset: number): vo
 }
 
 /**
- * Copies float32 tensors laid end to end (parts[i] goes to offsets[i], each right after the previous) into
- * `target`. On wasm each is read in place (readInto). Elsewhere, and on GPUs in particular, the parts are
- * joined on the device and read back in one transfer: per-tensor reads cost one round trip each, and webgpu
- * in Node has no synchronous read at all (tfjs-backend-webgpu's readSync needs OffscreenCanvas).
+ * Copies float32 tensors into `target` end to end from `start` and returns where the last one ends. On wasm
+ * each is read in place (readInto). Elsewhere, and on GPUs in particular, the parts are joined on the device
+ * and read back in one transfer: per-tensor reads cost one round trip each, and webgpu in Node has no
+ * synchronous read at all (tfjs-backend-webgpu's readSync needs OffscreenCanvas).
  */
-export async function readAllInto(parts: readonly tf.Tensor[], target: Float32Array, offsets: readonly number[]): Promise<void> {
-  if (parts.length === 0) return;
+export async function readAllInto(parts: readonly tf.Tensor[], target: Float32Array, start = 0): Promise<number> {
+  const end = parts.reduce((off, p) => off + p.size, start);
+  if (end > target.length) throw new RangeError(`readAllInto: ${end - start} values at ${start} overflow ${target.length}`);
+  if (parts.length === 0) return end;
   if (tf.getBackend() === 'wasm') {
-    parts.forEach((p, i) => readInto(p, target, offsets[i]!));
-    return;
+    let off = start;
+    for (const p of parts) {
+      readInto(p, target, off);
+      off += p.size;
+    }
+    return end;
   }
-  let end = offsets[0]!;
-  parts.forEach((p, i) => {
-    if (offsets[i] !== end) throw new RangeError(`readAllInto: part ${i} at ${offsets[i]} does not follow the previous one (${end})`);
-    end += p.size;
-  });
-  if (end > target.length) throw new RangeError(`readAllInto: ${end - offsets[0]!} values at ${offsets[0]} overflow ${target.length}`);
   const joined = tf.tidy(() => tf.concat(parts.map((p) => p.reshape([-1]))));
   try {
-    target.set((await joined.data()) as Float32Array, offsets[0]!);
+    target.set((await joined.data()) as Float32Array, start);
   } finally {
     joined.dispose();
   }
+  return end;
 }
 
 /** A tensor's values as a fresh Float32Array, by an asynchronous read (works on every backend, webgpu too). */

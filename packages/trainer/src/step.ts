@@ -60,8 +60,6 @@ export class TrainStep {
   private readonly metrics = new Float64Array(4);
   private readonly paramOffsets: number[] = [];
   private readonly bufferOffsets: number[] = [];
-  /** paramOffsets then bufferOffsets: where each of computeGradients' grads and runningStats goes in `flat`. */
-  private readonly partOffsets: number[];
   private readonly topK: number;
 
   constructor(
@@ -80,7 +78,6 @@ export class TrainStep {
       off += b.variable.size;
     }
     this.flat = new Float32Array(off);
-    this.partOffsets = [...this.paramOffsets, ...this.bufferOffsets];
     this.topK = Math.min(5, model.numClasses);
   }
 
@@ -146,9 +143,7 @@ export class TrainStep {
       for (const stats of pending.splice(0)) await this.addFigures(stats, []);
       times.compute += performance.now() - w;
       await this.reducer.allReduce(EMPTY, this.metrics);
-      const n = this.metrics[M_COUNT]!;
-      const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
-      return this.finish(result, dispatched, d0, gpu);
+      return this.finish(times, dispatched, d0, gpu);
     }
     if (acc !== undefined) {
       const t = performance.now();
@@ -167,12 +162,13 @@ export class TrainStep {
     this.apply(lr);
     times.apply = performance.now() - t;
 
-    const n = this.metrics[M_COUNT]!;
-    const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
-    return this.finish(result, dispatched, d0, gpu);
+    return this.finish(times, dispatched, d0, gpu);
   }
 
-  private finish(result: StepResult, dispatched: (() => number) | null, d0: number, gpu: GpuProfile | null): StepResult {
+  /** The step's global figures from the reduced metrics, plus the webgpu dispatch count and profile. */
+  private finish(times: StepTimes, dispatched: (() => number) | null, d0: number, gpu: GpuProfile | null): StepResult {
+    const n = this.metrics[M_COUNT]!;
+    const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
     if (dispatched) result.dispatches = dispatched() - d0;
     if (gpu) {
       const kernels = [...gpu.byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms);
@@ -225,8 +221,9 @@ export class TrainStep {
     return { stats: stats!, parts };
   }
 
-  private writeFlat(parts: readonly tf.Tensor[]): Promise<void> {
-    return readAllInto(parts, this.flat, this.partOffsets);
+  /** computeGradients' grads then runningStats, end to end: the model-signature order of `flat`. */
+  private async writeFlat(parts: readonly tf.Tensor[]): Promise<void> {
+    await readAllInto(parts, this.flat);
   }
 
   private apply(lr: number): void {

@@ -276,14 +276,8 @@ async function keepMetricsUpTo(file: string, step: number): Promise<Record<strin
 /** sha256 of every param and BN buffer, in signature order. */
 export async function weightsDigest(model: GoogLeNet): Promise<string> {
   const vars = [...model.params, ...model.buffers].map((v) => v.variable);
-  const offsets: number[] = [];
-  let size = 0;
-  for (const v of vars) {
-    offsets.push(size);
-    size += v.size;
-  }
-  const flat = new Float32Array(size);
-  await readAllInto(vars, flat, offsets);
+  const flat = new Float32Array(vars.reduce((n, v) => n + v.size, 0));
+  await readAllInto(vars, flat);
   return createHash('sha256').update(new Uint8Array(flat.buffer)).digest('hex');
 }
 
@@ -293,13 +287,7 @@ async function broadcastState(reducer: GradientReducer, model: GoogLeNet, sgd: S
   const vars = [...model.params.map((p) => p.variable), ...model.buffers.map((b) => b.variable), ...sgd.state().buffers];
   const size = vars.reduce((n, v) => n + v.size, 0);
   const flat = new Float32Array(size + 2);
-  const offsets: number[] = [];
-  let off = 0;
-  for (const v of vars) {
-    offsets.push(off);
-    off += v.size;
-  }
-  await readAllInto(vars, flat, offsets);
+  let off = await readAllInto(vars, flat);
   flat[off] = model.numBatchesTracked;
   flat[off + 1] = sgd.state().started ? 1 : 0;
   await reducer.broadcast(flat);
