@@ -32,6 +32,8 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** How long connect() waits for all ranks (and retries a refused connection); 120000. */
   rendezvousTimeoutMs?: number;
+  /** Log sink for events nobody awaits (connections the peer data listener refused); default: none. */
+  log?: (line: string) => void;
 }
 
 /**
@@ -78,7 +80,7 @@ export class CoordinatorClient {
   private readonly watchdog: NodeJS.Timeout;
   private closing = false;
 
-  private constructor(private readonly ws: WebSocket, private readonly opts: Required<Omit<ClientOptions, 'runId' | 'token' | 'ca'>> & ClientOptions,
+  private constructor(private readonly ws: WebSocket, private readonly opts: Required<Omit<ClientOptions, 'runId' | 'token' | 'ca' | 'log'>> & ClientOptions,
     welcome: WelcomeMsg, private readonly arena: Arena, plane: PeerPlane | null) {
     this.plane = welcome.peers ? plane : null;
     if (plane && !this.plane) plane.destroy();
@@ -119,6 +121,8 @@ export class CoordinatorClient {
     for (;;) {
       const arena = new Arena();
       const plane = peerHost === null ? null : await PeerPlane.listen(peerHost, arena);
+      const log = opts.log;
+      if (plane && log) plane.onReject = (code, reason, address) => log(`rank ${opts.rank}: data listener refused ${address}: ${code}: ${reason}`);
       const ws = new WebSocket(opts.url, {
         perMessageDeflate: false,
         maxPayload: HEADER_ROOM + 2 * opts.bucketBytes + 65536,

@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import {
-  CloseCode, PEER_FRAME_HEADER, ProtocolViolation, bytesPer, decode, writeHeader,
+  CloseCode, PEER_FRAME_HEADER, PEER_KEY_BYTES, ProtocolViolation, bytesPer, decode, writeHeader,
   type ChunkMsg, type DType, type Op, type PeerAddress, type PeerHelloMsg,
 } from './protocol.js';
 import { Arena, align16 } from './reduce.js';
@@ -18,8 +18,10 @@ import { Arena, align16 } from './reduce.js';
  *
  * Connections: rank i connects to every peer j and only ever *reads* that socket (straight into the arena or the
  * caller's Float32Array, via net.Socket's `onread`); the acceptor j writes to it. The first frame a connector
- * sends is `peer { rank, key }`, the coordinator's per-generation random key; the acceptor checks it in constant
- * time and destroys anything else (no key in time, garbage, extra bytes).
+ * sends is `peer { rank }` with the coordinator's per-generation random key as its raw payload; the acceptor
+ * compares the key in constant time before it decodes anything, and destroys anything else (no key in time,
+ * garbage, extra bytes), reporting each rejection with a code (`onReject`). At most MAX_UNVERIFIED_PEERS
+ * connections may wait for their hello at once.
  *
  * Frames: the protocol's framing with the payload at exactly PEER_FRAME_HEADER bytes, so a reader asks the
  * kernel for exactly one header, then for exactly the payload, at its final address: no assembly, no copy.
@@ -36,8 +38,24 @@ export function shardRange(n: number, ranks: number, s: number): [number, number
 export const PEER_CHUNK_ELEMS = 1024 * 1024;
 /** An accepted data connection that does not authenticate within this long is dropped. */
 const PEER_HELLO_TIMEOUT_MS = 10_000;
+/** The hello: a frame header and the raw key. */
+export const PEER_HELLO_BYTES = PEER_FRAME_HEADER + PEER_KEY_BYTES;
+/**
+ * Connections accepted but not yet authenticated, at most: a job needs worldSize - 1, and they authenticate within
+ * a round trip; more are a scanner or a flood, refused at accept so that they cannot hold memory or timers.
+ */
+export const MAX_UNVERIFIED_PEERS = 64;
 
 export type PeerFailureCode = 'CONNECTION_LOST' | 'PROTOCOL_ERROR';
+/** Why the listener refused a connection (nothing is sent back: the socket is destroyed). */
+export type PeerRejectCode =
+  | 'PEER_AUTH_FAILED'    // the key in the hello is not this generation's
+  | 'PEER_MALFORMED'      // right key, but the hello's header is not a valid `peer` frame for a rank of the job
+  | 'PEER_OVERSIZED'      // more bytes than a hello before it was verified
+  | 'PEER_TRUNCATED'      // closed before a whole hello arrived
+  | 'PEER_HELLO_TIMEOUT'  // no whole hello within 10 s
+  | 'PEER_LIMIT'          // too many connections waiting to authenticate
+  | 'PEER_UNEXPECTED';    // an authenticated connector wrote after its hello (reported as a peer failure too)
 
 /** Per-collective timings on this rank (ms). */
 export interface PeerTiming {
@@ -62,6 +80,9 @@ export interface PeerTiming {
   flushMs: number;
 }
 
+/** Accept-side state of a connection until its hello is verified. */
+interface PendingHello { hello: Buffer; got: number; complete: boolean; address: string; timer: NodeJS.Timeout }
+
 interface Cursor { phase: 'in' | 'out'; off: number; inHi: number; outLo: number; outHi: number }
 
 interface Exchange {
@@ -80,13 +101,15 @@ export class PeerPlane {
   private world = 0;
   private readonly out: (Socket | null)[] = [];
   private readonly inb: (Socket | null)[] = [];
-  private readonly unverified = new Set<Socket>();
+  private readonly unverified = new Map<Socket, PendingHello>();
   private ex: Exchange | null = null;
   private closing = false;
   private meshDone: (() => void) | null = null;
   private meshFail: ((e: Error) => void) | null = null;
   /** Called once per broken or misbehaving peer connection while the plane is open. */
   onFailure: (peer: number, code: PeerFailureCode, reason: string) => void = () => {};
+  /** Called once per refused connection, with where it came from (for the log). */
+  onReject: (code: PeerRejectCode, reason: string, address: string) => void = () => {};
 
   private constructor(private readonly server: Server, readonly port: number, private readonly arena: Arena) {
     server.on('connection', (s) => this.onAccept(s));
@@ -120,7 +143,7 @@ export class PeerPlane {
       this.out.push(null);
       this.inb.push(null);
     }
-    for (const s of [...this.unverified]) this.checkHello(s);
+    for (const s of [...this.unverified.keys()]) this.checkHello(s);
     for (let j = 0; j < this.world; j++) if (j !== rank) this.connectTo(j, peers[j]!);
     this.checkMesh();
     return ready;
@@ -155,29 +178,37 @@ export class PeerPlane {
   private onAccept(s: Socket): void {
     if (this.closing) return void s.destroy();
     s.on('error', () => {});
-    const hello = Buffer.alloc(PEER_FRAME_HEADER);
-    let got = 0;
-    const timer = setTimeout(() => s.destroy(), PEER_HELLO_TIMEOUT_MS);
-    (s as Socket & { hello?: Buffer }).hello = hello;
-    this.unverified.add(s);
+    const address = `${s.remoteAddress}:${s.remotePort}`;
+    if (this.unverified.size >= MAX_UNVERIFIED_PEERS) {
+      return this.reject(s, 'PEER_LIMIT', `${this.unverified.size} connections are already waiting to authenticate`, address);
+    }
+    const x: PendingHello = {
+      hello: Buffer.alloc(PEER_HELLO_BYTES), got: 0, complete: false, address,
+      timer: setTimeout(() => this.reject(s, 'PEER_HELLO_TIMEOUT', `no hello within ${PEER_HELLO_TIMEOUT_MS / 1000} s`, address), PEER_HELLO_TIMEOUT_MS),
+    };
+    this.unverified.set(s, x);
     s.on('data', (d: Buffer) => {
       const peer = this.out.indexOf(s);
       if (peer >= 0) {
         // The connector never writes after its hello.
-        s.destroy();
+        this.reject(s, 'PEER_UNEXPECTED', `rank ${peer} wrote ${d.length} bytes on a receive-only connection`, address);
         return this.broken(peer, 'PROTOCOL_ERROR', `rank ${peer} wrote ${d.length} unexpected bytes on a receive-only connection`);
       }
-      if (got + d.length > PEER_FRAME_HEADER) return void s.destroy();
-      d.copy(hello, got);
-      got += d.length;
-      if (got === PEER_FRAME_HEADER) {
-        clearTimeout(timer);
-        (s as Socket & { complete?: boolean }).complete = true;
+      if (s.destroyed) return;
+      if (x.got + d.length > PEER_HELLO_BYTES) return this.reject(s, 'PEER_OVERSIZED', `${x.got + d.length} bytes before authentication, a hello is ${PEER_HELLO_BYTES}`, address);
+      d.copy(x.hello, x.got);
+      x.got += d.length;
+      if (x.got === PEER_HELLO_BYTES) {
+        clearTimeout(x.timer);
+        x.complete = true;
         if (this.key) this.checkHello(s);
       }
     });
+    s.on('end', () => {
+      if (!x.complete && !s.destroyed) this.reject(s, 'PEER_TRUNCATED', `closed after ${x.got} of ${PEER_HELLO_BYTES} hello bytes`, address);
+    });
     s.on('close', () => {
-      clearTimeout(timer);
+      clearTimeout(x.timer);
       this.unverified.delete(s);
       const peer = this.out.indexOf(s);
       if (peer >= 0) {
@@ -187,22 +218,37 @@ export class PeerPlane {
     });
   }
 
-  /** Authenticates a complete hello once the key is known; anything wrong destroys the socket silently. */
-  private checkHello(s: Socket): void {
-    const x = s as Socket & { hello?: Buffer; complete?: boolean };
-    if (!x.complete || !this.key) return;
+  /** Destroys a connection that is not (or no longer) a peer of this job, and says why. */
+  private reject(s: Socket, code: PeerRejectCode, reason: string, address: string): void {
+    const x = this.unverified.get(s);
+    if (x) clearTimeout(x.timer);
     this.unverified.delete(s);
+    s.destroy();
+    this.onReject(code, reason, address);
+  }
+
+  /**
+   * Authenticates a complete hello once the key is known. The key (raw bytes at PEER_FRAME_HEADER) is compared
+   * first, in constant time; only a connection that holds it gets its msgpack header decoded.
+   */
+  private checkHello(s: Socket): void {
+    const x = this.unverified.get(s);
+    if (!x?.complete || !this.key || s.destroyed) return;
+    const hello = x.hello;
+    if (!timingSafeEqual(hello.subarray(PEER_FRAME_HEADER), this.key)) return this.reject(s, 'PEER_AUTH_FAILED', 'wrong data key', x.address);
     let m: PeerHelloMsg;
     try {
-      const msg = decode(x.hello!).msg;
-      if (x.hello!.readUInt32LE(4) !== PEER_FRAME_HEADER || msg.type !== 'peer') throw new Error('not a peer hello');
+      if (hello.readUInt32LE(4) !== PEER_FRAME_HEADER) throw new Error(`payload offset ${hello.readUInt32LE(4)}, expected ${PEER_FRAME_HEADER}`);
+      const msg = decode(hello.subarray(0, PEER_FRAME_HEADER)).msg;
+      if (msg.type !== 'peer') throw new Error(`'${msg.type}' instead of 'peer'`);
       m = msg;
-    } catch {
-      return void s.destroy();
+    } catch (e) {
+      return this.reject(s, 'PEER_MALFORMED', `bad hello: ${(e as Error).message}`, x.address);
     }
-    const given = Buffer.from(m.key, 'hex');
-    const ok = given.length === this.key.length && timingSafeEqual(given, this.key);
-    if (!ok || m.rank >= this.world || m.rank === this.rank || this.out[m.rank]) return void s.destroy();
+    if (m.rank >= this.world || m.rank === this.rank || this.out[m.rank]) {
+      return this.reject(s, 'PEER_MALFORMED', `hello from rank ${m.rank}, which is ${m.rank >= this.world ? 'not in the job' : 'this rank or already connected'}`, x.address);
+    }
+    this.unverified.delete(s);
     this.out[m.rank] = s;
     this.checkMesh();
   }
@@ -244,8 +290,9 @@ export class PeerPlane {
     const s = connect({ host: addr.host, port: addr.port, noDelay: true, onread: { buffer: () => (dest ? dest.subarray(dgot) : hdr.subarray(hgot)), callback } });
     s.on('error', () => {});
     s.once('connect', () => {
-      const h = Buffer.alloc(PEER_FRAME_HEADER);
-      writeHeader(h, { v: 1, type: 'peer', rank: this.rank, key: this.key!.toString('hex') }, PEER_FRAME_HEADER);
+      const h = Buffer.alloc(PEER_HELLO_BYTES);
+      writeHeader(h, { v: 1, type: 'peer', rank: this.rank }, PEER_FRAME_HEADER);
+      this.key!.copy(h, PEER_FRAME_HEADER);
       s.write(h);
       this.inb[j] = s;
       this.checkMesh();
@@ -454,7 +501,7 @@ export class PeerPlane {
   close(): void {
     this.closing = true;
     this.server.close();
-    for (const s of this.unverified) s.destroy();
+    for (const s of this.unverified.keys()) s.destroy();
     for (const s of [...this.out, ...this.inb]) s?.end();
     setTimeout(() => { for (const s of [...this.out, ...this.inb]) s?.destroy(); }, 2000).unref();
   }
@@ -468,7 +515,7 @@ export class PeerPlane {
     }
     this.cancel();
     this.server.close();
-    for (const s of this.unverified) s.destroy();
+    for (const s of this.unverified.keys()) s.destroy();
     for (const s of [...this.out, ...this.inb]) s?.destroy();
   }
 }

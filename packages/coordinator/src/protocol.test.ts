@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CloseCode, HEADER_ROOM, ProtocolViolation, decode, encode, writeHeader } from './protocol.js';
+import { Packr } from 'msgpackr';
+import { CloseCode, HEADER_ROOM, MAX_HEADER_BYTES, PREFIX_BYTES, ProtocolViolation, decode, encode, writeHeader } from './protocol.js';
 import { signatureDifference, Rendezvous } from './rendezvous.js';
 import { tokenMatches } from './auth.js';
 
@@ -29,6 +30,45 @@ describe('protocol', () => {
     expect(closeCodeOf(encode({ v: 2, type: 'bye' } as never))).toBe(CloseCode.BAD_VERSION);
     expect(closeCodeOf(encode({ v: 1, type: 'data', seq: -1 } as never))).toBe(CloseCode.MALFORMED);
     expect(closeCodeOf(encode({ v: 1, type: 'hello', rank: 0, worldSize: 1, signature: [{ name: 3 }] } as never))).toBe(CloseCode.MALFORMED);
+  });
+});
+
+/** A message whose msgpack header is `packed` (any bytes), framed as the protocol frames it. */
+function framed(packed: Uint8Array, claimedHeader = packed.length): Buffer {
+  const p = (PREFIX_BYTES + packed.length + 7) & ~7;
+  const buf = Buffer.alloc(p);
+  buf.writeUInt32LE(claimedHeader, 0);
+  buf.writeUInt32LE(p, 4);
+  buf.set(packed, PREFIX_BYTES);
+  return buf;
+}
+
+describe('protocol bounds', () => {
+  const plain = new Packr({ useRecords: false, variableMapSize: true });
+
+  it('accepts a header of exactly 256 KiB and refuses one byte more before decoding it', () => {
+    const base = plain.pack({ v: 1, type: 'bye', pad: '' }).length;
+    // str32 from 65536 characters: 5 bytes of type + length, where the empty string took 1
+    const pad = 'x'.repeat(MAX_HEADER_BYTES - base - 4);
+    const atCap = plain.pack({ v: 1, type: 'bye', pad });
+    expect(atCap.length).toBe(MAX_HEADER_BYTES);
+    expect(decode(framed(atCap)).msg.type).toBe('bye');
+    const over = plain.pack({ v: 1, type: 'bye', pad: pad + 'x' });
+    expect(over.length).toBe(MAX_HEADER_BYTES + 1);
+    expect(closeCodeOf(framed(over))).toBe(CloseCode.MALFORMED);
+    expect(() => decode(framed(over))).toThrow(/bad prefix \(header 262145 bytes/);
+    // a prefix that claims a huge header is refused from the prefix alone
+    expect(() => decode(framed(plain.pack({ v: 1, type: 'bye' }), 0xffffffff))).toThrow(/bad prefix/);
+  });
+
+  it('rejects msgpack extension types and records in a header with 4000, even in fields nobody reads', () => {
+    const rich = new Packr({ useRecords: false, moreTypes: true, structuredClone: true });
+    for (const x of [new Date(0), /a+/, new Error('e'), new Set([1]), new Uint8Array(4), new Float64Array(1)]) {
+      const bytes = framed(rich.pack({ v: 1, type: 'bye', x }));
+      expect(closeCodeOf(bytes)).toBe(CloseCode.MALFORMED);
+      expect(() => decode(bytes)).toThrow(/header is not msgpack/);
+    }
+    expect(closeCodeOf(framed(new Packr({ useRecords: true }).pack({ v: 1, type: 'bye' })))).toBe(CloseCode.MALFORMED);
   });
 });
 

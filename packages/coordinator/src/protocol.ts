@@ -1,4 +1,5 @@
-import { Packr, Unpackr } from 'msgpackr';
+import { Packr } from 'msgpackr';
+import { strictUnpack } from './msgpack.js';
 
 /**
  * Wire format (every WebSocket message is binary):
@@ -64,18 +65,23 @@ export interface CollMsg { v: 1; type: 'coll'; seq: number; op: Op; dtype: DType
 export interface GoMsg { v: 1; type: 'go'; seq: number; metrics?: number[] }
 /** Peer data plane, worker -> coord: the data connection with rank `peer` broke or carried garbage. */
 export interface PeerFailureMsg { v: 1; type: 'peerFailure'; seq: number; peer: number; code: string; reason: string }
-/** First frame on a peer data connection (connector -> acceptor). */
-export interface PeerHelloMsg { v: 1; type: 'peer'; rank: number; key: string }
+/**
+ * First frame on a peer data connection (connector -> acceptor); its payload is the generation's 32-byte data key,
+ * raw, at PEER_FRAME_HEADER, so that the acceptor compares the key before it decodes a byte of msgpack.
+ */
+export interface PeerHelloMsg { v: 1; type: 'peer'; rank: number }
 /** One chunk on a peer data connection: 'in' = a rank's input for the receiver's shard, 'out' = reduced values. */
 export interface ChunkMsg { v: 1; type: 'chunk'; seq: number; phase: 'in' | 'out'; offset: number; count: number }
 export type Message = HelloMsg | WelcomeMsg | ErrorMsg | DataMsg | ResultMsg | AbortMsg | ByeMsg | CollMsg | GoMsg | PeerFailureMsg | PeerHelloMsg | ChunkMsg;
 
 /** Every frame on a peer data connection has its payload at exactly this offset (prefix + msgpack header + zero pad). */
 export const PEER_FRAME_HEADER = 128;
+/** Bytes of the data key (the payload of the peer hello). */
+export const PEER_KEY_BYTES = 32;
 
-// Plain maps (no msgpackr records) so any msgpack implementation can speak the protocol.
+// Plain maps (no msgpackr records) so any msgpack implementation can speak the protocol. Decoding is strict
+// (msgpack.ts): the bytes come from unauthenticated sockets.
 const packr = new Packr({ useRecords: false, variableMapSize: true });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 export class ProtocolViolation extends Error {
   constructor(readonly closeCode: number, message: string) { super(message); }
@@ -121,7 +127,7 @@ export function decode(buf: Buffer): Decoded {
   }
   let raw: unknown;
   try {
-    raw = unpackr.unpack(buf.subarray(PREFIX_BYTES, PREFIX_BYTES + h));
+    raw = strictUnpack(buf.subarray(PREFIX_BYTES, PREFIX_BYTES + h));
   } catch (e) {
     throw new ProtocolViolation(CloseCode.MALFORMED, `header is not msgpack: ${(e as Error).message}`);
   }
@@ -185,7 +191,7 @@ function validate(m: Record<string, unknown>): void {
       if (!isInt(m.seq) || !isInt(m.peer) || !isStr(m.code, 64) || !isStr(m.reason, 8192)) bad('peerFailure: bad fields');
       return;
     case 'peer':
-      if (!isInt(m.rank) || !isStr(m.key, 64)) bad('peer: rank and key required');
+      if (!isInt(m.rank)) bad('peer: rank required');
       return;
     case 'chunk':
       if (!isInt(m.seq, 1) || !isInt(m.offset) || !isInt(m.count, 1) || (m.phase !== 'in' && m.phase !== 'out')) bad('chunk: bad fields');
