@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createDataLoader } from '../loader.js';
 import { makeShards } from '../make-shards.js';
+import { hasSystemPrerequisite } from '../test-prereqs.js';
 import { FOLDER_COLOURS, fixturePixel, tempDir, writeCifarFixture, writeIdxFixture, writeImageFolderFixture } from '../test-fixtures.js';
 import { FASHION_MNIST_DIR } from './fashion-mnist.js';
 import { openDataset, openSource } from './index.js';
@@ -67,11 +68,13 @@ describe('fashion-mnist (IDX gz)', () => {
   });
 });
 
-describe('the real Fashion-MNIST', () => {
-  it('is installed and has 60,000 + 10,000 balanced 28x28 samples', async () => {
-    if (!existsSync(join(FASHION_MNIST_DIR, 'train-images-idx3-ubyte.gz'))) {
-      throw new Error(`Fashion-MNIST is missing from ${FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist`);
-    }
+const haveFashionMnist = hasSystemPrerequisite({
+  test: 'the real Fashion-MNIST', pkg: 'dataset-fashion-mnist', require: 'GOOGLENET_REQUIRE_DATASETS',
+  missing: existsSync(join(FASHION_MNIST_DIR, 'train-images-idx3-ubyte.gz')) ? undefined : `no ${FASHION_MNIST_DIR}/train-images-idx3-ubyte.gz`,
+});
+
+describe.skipIf(!haveFashionMnist)('the real Fashion-MNIST', () => {
+  it('has 60,000 + 10,000 balanced 28x28 samples', async () => {
     const train = openDataset('fashion-mnist', 'train', { imageSize: 28, syntheticSize: SYN });
     const test = openDataset('fashion-mnist', 'test', { imageSize: 28, syntheticSize: SYN });
     expect([train.size, test.size]).toEqual([60_000, 10_000]);
