@@ -2,6 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { TrainerError } from './errors';
 import { parseFlags, helpText, type FlagSpec } from './flags';
+import { discoverGpus } from './devices';
 import type { LrScheduleName } from './schedule';
 
 /** The train command's flags. The table is the single source for parsing, validation and --help. */
@@ -32,8 +33,8 @@ export const TRAIN_FLAGS = {
   'profile-step': { type: 'int', min: 0, default: 0, help: 'webgpu: time every kernel of step N on the GPU (timestamp queries; that step runs slower) and log the busiest' },
   'grad-compression': { type: 'enum', values: ['none', 'fp16'], default: 'none', help: 'gradient wire format' },
   'bucket-mb': { type: 'number', min: 0.001, default: 25, help: 'gradient bucket size in MB' },
-  workers: { type: 'string', default: 'auto', help: 'worker processes on this machine (auto: one per GPU, else one per core)' },
-  gpus: { type: 'string', help: 'comma-separated GPU ids for the workers, e.g. 0,1,2,3' },
+  workers: { type: 'string', default: 'auto', help: 'worker processes on this machine (auto: one per NVIDIA GPU, else one per core up to 8)' },
+  gpus: { type: 'string', help: 'comma-separated GPU ids (nvidia-smi\'s) for the workers, e.g. 0,1,2,3; webgpu pins each worker to its GPU' },
   'checkpoint-every': { type: 'int', min: 0, default: 0, help: 'checkpoint every N steps (always at each epoch end; 0: epoch ends only)' },
   keep: { type: 'int', min: 1, default: 3, help: 'checkpoints to keep' },
   resume: { type: 'string', help: 'resume from a run folder or a checkpoint file' },
@@ -104,7 +105,7 @@ export interface TrainConfig {
 
 export interface ResolveContext {
   env?: NodeJS.ProcessEnv;
-  /** GPUs visible to this machine (for --workers=auto). */
+  /** NVIDIA GPUs of this machine, for --workers=auto. Default: discoverGpus() (nvidia-smi, else sysfs). */
   gpuCount?: number;
   now?: Date;
 }
@@ -119,7 +120,9 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
   const gpus = f.gpus === undefined ? undefined : parseGpuList(String(f.gpus));
   let workers: number;
   if (f.workers === 'auto') {
-    workers = gpus?.length ?? (ctx.gpuCount && ctx.gpuCount > 0 ? ctx.gpuCount : Math.max(1, Math.min(8, os.availableParallelism())));
+    // One worker per NVIDIA GPU (each pinned to its own: devices.ts); wasm and cpu never use one, so never ask.
+    const gpuCount = gpus ? 0 : ctx.gpuCount ?? (f.backend === 'wasm' || f.backend === 'cpu' ? 0 : discoverGpus().gpus.length);
+    workers = gpus?.length ?? (gpuCount > 0 ? gpuCount : Math.max(1, Math.min(8, os.availableParallelism())));
   } else {
     workers = Number(f.workers);
     if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw bad(`--workers=${f.workers} is invalid: expected auto or an integer from 1 to 256`);

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { TrainConfig } from './config';
 import { latestCheckpointFile } from './checkpoint';
 import { runIdOf } from './run-id';
+import { discoverGpus, planWorkerGpus, workerDeviceEnv } from './devices';
 
 /** The entry points the launcher starts. Bundles (the GPU pack) point these elsewhere through env. */
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -85,17 +86,17 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
       procs.push(coord);
       url = await readUrl(coord);
     }
+    // WebGPU: worker k's own GPU, pinned through Mesa's device-select layer (devices.ts).
+    const pins = planWorkerGpus({ backend: cfg.backend, workers: cfg.workers, gpus: cfg.gpus, discover: () => discoverGpus() });
     for (let local = 0; local < cfg.workers; local++) {
       const rank = cfg.nodeRank * cfg.workers + local;
-      const device = String(cfg.gpus?.[local] ?? local);
       procs.push(
         startChild(`rank ${rank}`, rank, entry('worker', 'GOOGLENET_WORKER_ENTRY'), {
           RANK: String(rank), WORLD_SIZE: String(worldSize), LOCAL_RANK: String(local), LOCAL_WORLD_SIZE: String(cfg.workers),
           GROUP_RANK: String(cfg.nodeRank),
           ...(url ? { GOOGLENET_COORDINATOR_URL: url } : {}),
-          // tfjs-node-gpu's CUDA device; an explicit webgpu run leaves the variable alone (Vulkan adapters are
-          // Dawn's business, see the model README), so no driver can hide the one GPU from rank 1.
-          ...(cfg.backend === 'webgpu' ? {} : { CUDA_VISIBLE_DEVICES: device, TF_FORCE_GPU_ALLOW_GROWTH: 'true' }),
+          // tfjs-node-gpu's CUDA_VISIBLE_DEVICES, or for webgpu the device-select pin of this worker's GPU.
+          ...workerDeviceEnv({ backend: cfg.backend, gpus: cfg.gpus, local, pin: pins[local] }),
           // The native CPU kernels would start one thread per core in every worker; split the cores instead.
           GOOGLENET_NATIVE_THREADS: process.env.GOOGLENET_NATIVE_THREADS ?? String(Math.max(1, Math.floor(os.availableParallelism() / cfg.workers))),
           GOOGLENET_ATTEMPT: String(attempt),
@@ -117,7 +118,7 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
   }
 }
 
-function startChild(name: string, rank: number | undefined, file: string, env: Record<string, string>, io: LaunchIo, stdout: 'inherit' | 'pipe' | 'ignore', outDir: string): Proc {
+function startChild(name: string, rank: number | undefined, file: string, env: Record<string, string | undefined>, io: LaunchIo, stdout: 'inherit' | 'pipe' | 'ignore', outDir: string): Proc {
   const child = spawn(process.execPath, [...process.execArgv, file], {
     env: { ...process.env, ...env },
     stdio: ['ignore', stdout, 'pipe', 'ipc'],

@@ -17,6 +17,7 @@ import { Progress, formatDuration } from './progress';
 import { renderChart } from './chart';
 import { readAllInto, readFloats } from './host';
 import { runIdOf } from './run-id';
+import { deviceNote, GPU_ENV, pinThisProcess } from './devices';
 
 /** Where a worker's words go. Rank 0 talks to the user; every rank keeps a log. */
 export interface WorkerIo {
@@ -66,13 +67,14 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
   };
   const flushLog = () => fs.appendFile(logFile, logLines.splice(0).map((l) => l + '\n').join(''));
 
+  pinThisProcess({ backend: cfg.backend, gpus: cfg.gpus, localRank: id.localRank });
   const backend = await selectBackend(cfg.backend, { log: () => {} });
-  say(`[rank ${id.rank}/${id.worldSize}] ${backend.line}${id.device !== undefined ? ` (CUDA_VISIBLE_DEVICES=${id.device})` : ''}`);
+  say(`[rank ${id.rank}/${id.worldSize}] ${backend.line}${deviceNote(backend.name, process.env)}`);
   const local = Number(process.env.LOCAL_WORLD_SIZE ?? 1);
-  if (backend.adapter && local > 1 && id.localRank === 0 && !process.env[WEBGPU_ADAPTER_ENV]) {
-    // What Dawn allows, said where it matters: it cannot address two GPUs of one model separately.
-    say(`webgpu: the ${local} workers on this machine share this adapter (Dawn's Node binding hands every process the ` +
-      `first one; for GPUs of different models give each worker ${WEBGPU_ADAPTER_ENV}=<part of its name>)`);
+  if (backend.adapter && local > 1 && id.localRank === 0 && !process.env[WEBGPU_ADAPTER_ENV] && process.env[GPU_ENV.index] === undefined) {
+    // Nothing pinned (more workers than NVIDIA GPUs found): Dawn hands every process the first adapter.
+    say(`webgpu: the ${local} workers on this machine share this adapter (more workers than NVIDIA GPUs found, so none ` +
+      'is pinned; --gpus=0,1,... or --workers=auto gives each worker its own GPU through Mesa\'s device-select layer)');
   }
   if (lead) {
     say(`config: ${JSON.stringify(publicConfig(cfg))}`);
