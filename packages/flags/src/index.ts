@@ -1,0 +1,3 @@
+export { FlagError, accepted, camelCase, kebabCase, type FlagSpec, type FlagTable, type FlagValues } from './spec';
+export { parseFlags } from './parse';
+export { helpText } from './help';
