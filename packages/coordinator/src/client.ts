@@ -26,7 +26,10 @@ export interface ClientOptions {
   ca?: string;
   /** Largest gradient message, counted in fp32 bytes; 25 MiB like DDP. */
   bucketBytes?: number;
-  /** 'fp16' halves the bytes on the wire (lossy); 'none'. */
+  /**
+   * 'fp16' sends all-reduce values as binary16 (lossy: half the bytes on the wire); 'none'. Only the leading
+   * `compressibleLength` values of each call (default: all) are compressed; the rest travel as float32.
+   */
   gradCompression?: 'none' | 'fp16';
   /** No collective waits longer than this (+1 s for the coordinator's abort to arrive first); 30000. */
   timeoutMs?: number;
@@ -45,6 +48,16 @@ export interface ClientOptions {
 export interface ClientTiming {
   encodeMs: number; sendMs: number; waitMs: number; decodeMs: number; totalMs: number;
   dataPlane?: 'peer' | 'coordinator'; receiveMs?: number; sumMs?: number; returnMs?: number; flushMs?: number;
+}
+
+/** Per-call options of allReduce. */
+export interface AllReduceOptions {
+  /**
+   * With gradCompression 'fp16': only data[0..compressibleLength) may be rounded to binary16 (gradients); the rest
+   * (e.g. BatchNorm running statistics, which are values, not deltas) is averaged in float32, exactly as without
+   * compression. Default: data.length. Ignored without compression.
+   */
+  compressibleLength?: number;
 }
 
 const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000 };
@@ -167,9 +180,25 @@ export class CoordinatorClient {
     return this.collective('bcast', data);
   }
 
-  /** In place: data <- mean over ranks (identical bytes everywhere), metrics <- sum over ranks. */
-  allReduce(data: Float32Array, metrics?: Float64Array): Promise<void> {
-    return this.collective('mean', data, metrics);
+  /**
+   * In place: data <- mean over ranks (identical bytes everywhere), metrics <- sum over ranks. With fp16 compression
+   * and a `compressibleLength` below data.length, the float32 remainder is a second collective right after the
+   * first (marked `tail`), so each collective keeps one dtype on both data planes.
+   */
+  async allReduce(data: Float32Array, metrics?: Float64Array, options: AllReduceOptions = {}): Promise<void> {
+    const k = options.compressibleLength ?? data?.length;
+    if (!(data instanceof Float32Array) || !Number.isInteger(k) || k < 0 || k > data.length) {
+      return this.collective('mean', data, metrics, { badLength: k });
+    }
+    if (this.opts.gradCompression !== 'fp16' || k === data.length) return this.collective('mean', data, metrics);
+    if (k === 0) return this.collective('mean', data, metrics, { lossless: true });
+    await this.collective('mean', data.subarray(0, k), metrics);
+    const head = this.lastTiming;
+    await this.collective('mean', data.subarray(k), undefined, { lossless: true, tail: true });
+    const t = this.lastTiming;
+    for (const key of Object.keys(t) as (keyof ClientTiming)[]) {
+      if (typeof t[key] === 'number' && typeof head[key] === 'number') (t[key] as number) += head[key] as number;
+    }
   }
 
   /** metrics <- sum over ranks, with no tensor data (evaluation). */
@@ -177,17 +206,20 @@ export class CoordinatorClient {
     return this.collective('mean', new Float32Array(0), metrics);
   }
 
-  private collective(op: Op, data: Float32Array, metrics?: Float64Array): Promise<void> {
+  /** `lossless`: float32 even with fp16 compression; `tail`: the remainder of the preceding all-reduce. */
+  private collective(op: Op, data: Float32Array, metrics?: Float64Array, o: { lossless?: boolean; tail?: boolean; badLength?: unknown } = {}): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closing) return Promise.reject(new CoordinatorError('CLOSED', 'this client was closed; connect a new one'));
     if (this.pending) return Promise.reject(new CoordinatorError('BUSY', 'another collective is in progress on this client; await it first (calls must be issued in the same order on every rank)'));
     if (!(data instanceof Float32Array)) return Promise.reject(new CoordinatorError('INVALID_OPTIONS', 'data must be a Float32Array'));
+    if ('badLength' in o) return Promise.reject(new CoordinatorError('INVALID_OPTIONS', `compressibleLength must be an integer in 0..${data.length} (data.length), got ${String(o.badLength)}`));
     if (metrics && (!(metrics instanceof Float64Array) || metrics.length > MAX_METRICS)) {
       return Promise.reject(new CoordinatorError('INVALID_OPTIONS', `metrics must be a Float64Array of at most ${MAX_METRICS} values`));
     }
     const t0 = performance.now();
-    const dtype: DType = op === 'mean' && this.opts.gradCompression === 'fp16' ? 'f16' : 'f32';
-    if (this.plane) return this.peerCollective(op, dtype, data, metrics, t0);
+    const dtype: DType = op === 'mean' && this.opts.gradCompression === 'fp16' && !o.lossless ? 'f16' : 'f32';
+    const tail = o.tail === true;
+    if (this.plane) return this.peerCollective(op, dtype, data, metrics, t0, tail);
     const esize = bytesPer(dtype);
     const numel = data.length;
     const be = this.bucketElems;
@@ -214,7 +246,7 @@ export class CoordinatorClient {
         a.f32.set(data.subarray(off, off + count), scratch32 >> 2);
         a.toHalf(payload, scratch32, count);
       }
-      const header: DataMsg = { v: 1, type: 'data', seq, op, dtype, numel, bucketElems: be, bucket: b, count };
+      const header: DataMsg = { v: 1, type: 'data', seq, op, dtype, numel, bucketElems: be, bucket: b, count, ...(tail ? { tail } : {}) };
       if (b === 0 && metrics) header.metrics = Array.from(metrics);
       writeHeader(a.u8.subarray(slot, payload), header, HEADER_ROOM);
       const ts = performance.now();
@@ -231,7 +263,7 @@ export class CoordinatorClient {
   }
 
   /** Peer data plane: announce the collective (coll), exchange data after the coordinator's go, finish when both are done. */
-  private peerCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number): Promise<void> {
+  private peerCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean): Promise<void> {
     const seq = ++this.seq;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
@@ -240,7 +272,7 @@ export class CoordinatorClient {
       this.pending = p;
       // Announce first: the copy/encode below overlaps the coordinator's round trip. Peers' frames can only follow
       // the go, which needs this announcement, and are read only after this synchronous code has set up the exchange.
-      const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems };
+      const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems, ...(tail ? { tail } : {}) };
       if (metrics) header.metrics = Array.from(metrics);
       this.ws.send(encode(header));
       p.tSent = performance.now();

@@ -50,17 +50,20 @@ export interface WelcomeMsg {
 }
 export interface PeerAddress { host: string; port: number }
 export interface ErrorMsg { v: 1; type: 'error'; code: string; message: string }
-/** One bucket of one collective. `seq` counts collectives from 1 within a generation. */
+/**
+ * One bucket of one collective. `seq` counts collectives from 1 within a generation. `tail`: this all-reduce is the
+ * float32 remainder of the preceding fp16 one (values that must not be rounded); not counted as a training step.
+ */
 export interface DataMsg {
   v: 1; type: 'data'; seq: number; op: Op; dtype: DType;
   numel: number; bucketElems: number; bucket: number; count: number;
-  metrics?: number[];
+  metrics?: number[]; tail?: boolean;
 }
 export interface ResultMsg { v: 1; type: 'result'; seq: number; dtype: DType; bucket: number; count: number; metrics?: number[] }
 export interface AbortMsg { v: 1; type: 'abort'; generation: number; failedRank: number; code: string; reason: string }
 export interface ByeMsg { v: 1; type: 'bye' }
 /** Peer data plane, worker -> coord: this rank called collective `seq` (the coordinator checks that all ranks agree). */
-export interface CollMsg { v: 1; type: 'coll'; seq: number; op: Op; dtype: DType; numel: number; bucketElems: number; metrics?: number[] }
+export interface CollMsg { v: 1; type: 'coll'; seq: number; op: Op; dtype: DType; numel: number; bucketElems: number; metrics?: number[]; tail?: boolean }
 /** Peer data plane, coord -> worker: every rank called `seq` consistently; exchange the data. `metrics`: the sums. */
 export interface GoMsg { v: 1; type: 'go'; seq: number; metrics?: number[] }
 /** Peer data plane, worker -> coord: the data connection with rank `peer` broke or carried garbage. */
@@ -165,6 +168,7 @@ function validate(m: Record<string, unknown>): void {
       if (m.op !== 'mean' && m.op !== 'bcast') bad(`data: unknown op ${String(m.op)}`);
       if (m.dtype !== 'f32' && m.dtype !== 'f16') bad(`data: unknown dtype ${String(m.dtype)}`);
       if (m.metrics !== undefined && !isMetrics(m.metrics)) bad(`data: metrics must be at most ${MAX_METRICS} numbers`);
+      if (m.tail !== undefined && m.tail !== true) bad('data: tail must be true or absent');
       return;
     case 'result':
       if (!isInt(m.seq, 1) || !isInt(m.bucket) || !isInt(m.count)) bad('result: seq, bucket, count must be integers');
@@ -182,6 +186,7 @@ function validate(m: Record<string, unknown>): void {
       if (m.op !== 'mean' && m.op !== 'bcast') bad(`coll: unknown op ${String(m.op)}`);
       if (m.dtype !== 'f32' && m.dtype !== 'f16') bad(`coll: unknown dtype ${String(m.dtype)}`);
       if (m.metrics !== undefined && !isMetrics(m.metrics)) bad(`coll: metrics must be at most ${MAX_METRICS} numbers`);
+      if (m.tail !== undefined && m.tail !== true) bad('coll: tail must be true or absent');
       return;
     case 'go':
       if (!isInt(m.seq, 1)) bad('go: seq must be an integer');

@@ -85,6 +85,8 @@ interface Conn {
 /** One collective in flight: its layout in the arena and who has delivered which bucket. */
 interface Round {
   seq: number; op: Op; dtype: DType; numel: number; bucketElems: number; nb: number;
+  /** the float32 remainder of the preceding fp16 all-reduce (not a step of its own) */
+  tail: boolean;
   esize: number; inBase: number; stride: number; outBase: number; slotBytes: number; scratch: number;
   got: Uint8Array; gotPerBucket: Int32Array; bucketsPerRank: Int32Array; bucketsDone: number;
   metrics: (number[] | undefined)[]; metricsLen: number; metricsRanks: number;
@@ -338,7 +340,7 @@ class CoordinatorServer implements Coordinator {
    * must be the next one, every rank still in the job, and op, dtype, length and buckets equal on every rank.
    * Returns undefined after aborting the job.
    */
-  private joinRound(rank: number, m: { op: string; dtype: string; seq: number; numel: number; bucketElems: number }, open: () => Round): Round | undefined {
+  private joinRound(rank: number, m: { op: string; dtype: string; seq: number; numel: number; bucketElems: number; tail?: boolean }, open: () => Round): Round | undefined {
     if (m.op === 'bcast' && m.dtype !== 'f32') throw new ProtocolViolation(CloseCode.MALFORMED, 'broadcasts are always f32');
     let r = this.round;
     if (!r) {
@@ -352,10 +354,11 @@ class CoordinatorServer implements Coordinator {
     } else if (m.seq !== r.seq) {
       throw new ProtocolViolation(CloseCode.UNEXPECTED, `collective ${m.seq} while ${r.seq} is in progress`);
     }
-    if (m.op !== r.op || m.dtype !== r.dtype || m.numel !== r.numel || m.bucketElems !== r.bucketElems) {
+    if (m.op !== r.op || m.dtype !== r.dtype || m.numel !== r.numel || m.bucketElems !== r.bucketElems || (m.tail === true) !== r.tail) {
       const first = this.workers.findIndex((_, k) => r!.bucketsPerRank[k]! > 0 && k !== rank);
-      this.abort(rank, 'SIZE_MISMATCH', `rank ${rank} sent ${m.op} of ${m.numel} ${m.dtype} values (buckets of ${m.bucketElems}) ` +
-        `but rank ${first} sent ${r.op} of ${r.numel} ${r.dtype} (buckets of ${r.bucketElems}); every rank must call the same collectives with equal-length buffers and options`);
+      const tail = (t: boolean | undefined) => (t ? ' (fp32 tail)' : '');
+      this.abort(rank, 'SIZE_MISMATCH', `rank ${rank} sent ${m.op} of ${m.numel} ${m.dtype} values${tail(m.tail)} (buckets of ${m.bucketElems}) ` +
+        `but rank ${first} sent ${r.op} of ${r.numel} ${r.dtype}${tail(r.tail)} (buckets of ${r.bucketElems}); every rank must call the same collectives with equal-length buffers and options`);
       return undefined;
     }
     return r;
@@ -421,7 +424,7 @@ class CoordinatorServer implements Coordinator {
     if (!peer) this.arena.ensure(scratch + align16(Math.min(m.bucketElems, m.numel) * 4) + 16);
     const seq = m.seq;
     return {
-      seq, op: m.op, dtype: m.dtype, numel: m.numel, bucketElems: m.bucketElems, nb, esize, inBase, stride, outBase, slotBytes, scratch,
+      seq, op: m.op, dtype: m.dtype, numel: m.numel, bucketElems: m.bucketElems, nb, tail: m.tail === true, esize, inBase, stride, outBase, slotBytes, scratch,
       got: new Uint8Array(nb * n), gotPerBucket: new Int32Array(nb), bucketsPerRank: new Int32Array(n), bucketsDone: 0,
       metrics: new Array(n).fill(undefined), metricsLen: -1, metricsRanks: 0, peer,
       t0: performance.now(), lastArrival: 0, copyMs: 0, reduceMs: 0, sendMs: 0,
@@ -462,7 +465,7 @@ class CoordinatorServer implements Coordinator {
     clearTimeout(r.timer);
     this.round = null;
     this.lastSeq = r.seq;
-    if (r.op === 'mean' && r.numel > 0) this.steps++;
+    if (r.op === 'mean' && r.numel > 0 && !r.tail) this.steps++;
     this.recent.push({
       seq: r.seq, op: r.op, dtype: r.dtype, numel: r.numel, buckets: r.peer ? Math.max(1, Math.ceil(r.numel / r.bucketElems)) : r.nb,
       totalMs: round2(now - r.t0), receiveMs: round2(r.lastArrival - r.t0), copyMs: round2(r.copyMs), reduceMs: round2(r.reduceMs), sendMs: round2(r.sendMs),

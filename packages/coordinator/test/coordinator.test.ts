@@ -55,6 +55,33 @@ describe('all-reduce', () => {
     for (const d of datas) expect(bytesOf(d).equals(bytesOf(want))).toBe(true);
   });
 
+  it('keeps values past compressibleLength in fp32 on both data planes: a running stat of 70000 and a 1e-6 update survive', async () => {
+    const head = 3001;
+    // BatchNorm running statistics: values, not deltas. binary16 would turn 70000 into Inf and lose the 1e-6 step.
+    const tails = [Float32Array.of(70000, 0.5 + 1e-6, 1e-6, -1234.567), Float32Array.of(70000, 0.5 + 1e-6, 3e-6, 98765.4)];
+    const inputs = tails.map((t, r) => { const x = new Float32Array(head + t.length); x.set(randomFloats(head, 60 + r)); x.set(t, head); return x; });
+    const halves = inputs.map((x) => Float32Array.from(x.subarray(0, head), (v) => halfToFloat(floatToHalf(v))));
+    const wantHead = Float32Array.from(expectedMean(halves), (v) => halfToFloat(floatToHalf(v)));
+    const wantTail = expectedMean(tails);
+    expect(Array.from(wantTail.subarray(0, 2))).toEqual([70000, Math.fround(0.5 + 1e-6)]);
+    for (const dataPlane of ['peer', 'coordinator'] as const) {
+      job = await startJob(2, { dataPlane }, { gradCompression: 'fp16', bucketBytes: 4096 });
+      const datas = inputs.map((x) => x.slice());
+      const metrics = [new Float64Array([1]), new Float64Array([2])];
+      await Promise.all(job.clients.map((c, r) => c.allReduce(datas[r]!, metrics[r], { compressibleLength: head })));
+      for (let r = 0; r < 2; r++) {
+        expect(bytesOf(datas[r]!.subarray(0, head)).equals(bytesOf(wantHead))).toBe(true);
+        expect(Array.from(datas[r]!.subarray(head))).toEqual(Array.from(wantTail));
+        expect(metrics[r]![0]).toBe(3);
+      }
+      expect(job.coord.status().step).toBe(1); // the fp32 tail is part of the same step
+      const bad = await errorOf(job.clients[0]!.allReduce(datas[0]!, undefined, { compressibleLength: head + 5 }));
+      expect(bad.code).toBe('INVALID_OPTIONS');
+      await stopJob(job);
+      job = null;
+    }
+  });
+
   it('broadcasts rank 0 and reduces metrics without data', async () => {
     job = await startJob(3);
     const datas = job.clients.map((_, r) => new Float32Array(1000).fill(r + 1));

@@ -6,8 +6,12 @@ import { CoordinatorClient } from '@googlenet/coordinator';
  */
 export interface GradientReducer {
   readonly worldSize: number;
-  /** In place: `data` becomes the mean over ranks (identical bytes on every rank), `metrics` the sum. */
-  allReduce(data: Float32Array, metrics: Float64Array): Promise<void>;
+  /**
+   * In place: `data` becomes the mean over ranks (identical bytes on every rank), `metrics` the sum.
+   * `compressibleLength` (default: all of `data`): the leading values that --grad-compression may round (the
+   * gradients); the rest (BatchNorm running statistics) is always averaged in fp32.
+   */
+  allReduce(data: Float32Array, metrics: Float64Array, compressibleLength?: number): Promise<void>;
   /** In place: `metrics` becomes the sum over ranks (evaluation). */
   reduceMetrics(metrics: Float64Array): Promise<void>;
   /** In place: rank 0's `data` lands in every rank's buffer. */
@@ -32,8 +36,8 @@ export class CoordinatorReducer implements GradientReducer {
     private readonly client: CoordinatorClient,
     readonly worldSize: number,
   ) {}
-  allReduce(data: Float32Array, metrics: Float64Array): Promise<void> {
-    return this.client.allReduce(data, metrics);
+  allReduce(data: Float32Array, metrics: Float64Array, compressibleLength?: number): Promise<void> {
+    return this.client.allReduce(data, metrics, { compressibleLength });
   }
   reduceMetrics(metrics: Float64Array): Promise<void> {
     return this.client.allReduce(EMPTY, metrics);

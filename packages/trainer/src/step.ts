@@ -93,57 +93,164 @@ export class TrainStep {
   }
 
   async run(step: number, nextBatch: () => Promise<Batch>, lr: number, profile = false): Promise<StepResult> {
-    const { accumulate } = this.opts;
-    const times: StepTimes = { data: 0, compute: 0, reduce: 0, apply: 0 };
-    const dispatched = tf.getBackend() === 'webgpu' ? countDispatches() : null;
-    const d0 = dispatched?.() ?? 0;
-    const gpu = profile && tf.getBackend() === 'webgpu' ? { kernelMs: 0, byName: new Map<string, { ms: number; calls: number }>() } : null;
-    const onDevice = this.reducer.worldSize === 1 && tf.getBackend() === 'webgpu';
+    const webgpu = tf.getBackend() === 'webgpu';
+    const dispatched = webgpu ? countDispatches() : null;
+    const c: StepContext = {
+      times: { data: 0, compute: 0, reduce: 0, apply: 0 }, dispatched, d0: dispatched?.() ?? 0,
+      gpu: profile && webgpu ? { kernelMs: 0, byName: new Map() } : null,
+    };
     this.metrics.fill(0);
+    // One worker on a GPU: nothing to exchange, so the gradients never leave the device.
+    if (this.reducer.worldSize === 1 && webgpu) return this.runOnDevice(step, nextBatch, lr, c);
+    return this.runExchanged(step, nextBatch, lr, c);
+  }
+
+  /** Graph replay's state on this worker (see graphStep). */
+  private readonly replay: { warm: number; graph?: StepGraph; reference?: WebgpuRecording; off?: string } = { warm: 0 };
+
+  /** Releases the captured graph (its buffers go back to tfjs's pool). */
+  dispose(): void {
+    this.replay.graph?.dispose();
+    this.replay.graph = undefined;
+  }
+
+  /**
+   * The device-resident step (one webgpu worker): micro-batch gradients summed on the GPU, SGD and the running
+   * statistics applied there by our kernels; the loss/accuracy figures are read last, so the GPU is not idle
+   * while JS issues the SGD kernels. With one micro-batch and no profiling, steps are replayed (graphStep).
+   */
+  private async runOnDevice(step: number, nextBatch: () => Promise<Batch>, lr: number, c: StepContext): Promise<StepResult> {
+    const { accumulate } = this.opts;
+    let first: Batch | undefined;
+    if (accumulate === 1 && !c.gpu && this.replayWanted()) {
+      const t = performance.now();
+      first = await nextBatch();
+      c.times.data += performance.now() - t;
+      const r = await this.graphStep(step, first, lr, c);
+      if (r) return r;
+    }
     let acc: tf.Tensor[] | undefined;
     const pending: tf.Tensor[] = [];
     for (let m = 0; m < accumulate; m++) {
       let t = performance.now();
-      const batch = await nextBatch();
-      times.data += performance.now() - t;
+      const batch = m === 0 && first ? first : await nextBatch();
+      c.times.data += performance.now() - t;
       t = performance.now();
-      const slot = this.opts.rank * accumulate + m;
-      const { stats, parts } = await this.microBatch(batch, this.dropoutSeed(step, slot), gpu);
+      const { stats, parts } = await this.microBatch(batch, this.dropoutSeed(step, this.opts.rank * accumulate + m), c.gpu);
       this.metrics[M_COUNT] += batch.size;
-      // Reading the figures waits for the GPU to finish this micro-batch. On the device-resident path that
-      // wait comes after the SGD kernels are issued, so the GPU is not idle while JS issues them.
-      if (onDevice) pending.push(stats);
-      else await this.addFigures(stats, parts);
-      if (accumulate === 1 && !onDevice) {
+      pending.push(stats);
+      acc = this.addParts(acc, parts);
+      c.times.compute += performance.now() - t;
+    }
+    const t = performance.now();
+    const mean = accumulate === 1 ? acc! : tf.tidy(() => acc!.map((a) => tf.div(a, accumulate)));
+    this.applyOnDevice(mean, lr);
+    if (mean !== acc) tf.dispose(mean);
+    tf.dispose(acc!);
+    c.times.apply = performance.now() - t;
+    // This read waits for the GPU to finish the step: compute time, as on the other path.
+    const w = performance.now();
+    for (const stats of pending.splice(0)) await this.addFigures(stats, []);
+    c.times.compute += performance.now() - w;
+    await this.reducer.allReduce(EMPTY, this.metrics);
+    return this.finish(c);
+  }
+
+  /** SGD on the GPU and the new running statistics, from gradients then statistics (the model-signature order). */
+  private applyOnDevice(parts: readonly tf.Tensor[], lr: number): void {
+    const params = this.model.params.length;
+    this.sgd.stepDevice(parts.slice(0, params), lr);
+    this.model.assignRunningStats(parts.slice(params));
+  }
+
+  private replayWanted(): boolean {
+    return this.replay.off === undefined && (this.opts.replay ?? process.env.GOOGLENET_WEBGPU_REPLAY !== '0');
+  }
+
+  /**
+   * One micro-batch step as a replayable graph (@googlenet/model's webgpu-replay): after WARM_STEPS normal
+   * steps (pipelines compiled, momentum started), two steps are captured and compared (anything that differs
+   * between them must be a named input: the batch, the dropout masks, the learning rate), the second is sealed,
+   * and later steps replay it. Null: run this step the normal way (warm-up, or the graph no longer applies:
+   * it is then dropped and captured again later). The result's `note` says when replay starts or is off.
+   */
+  private async graphStep(step: number, batch: Batch, lr: number, c: StepContext): Promise<StepResult | null> {
+    const r = this.replay;
+    const seed = this.dropoutSeed(step, this.opts.rank);
+    const inputs = { images: batch.images, labels: batch.labels, ...dropoutInputs(this.model, this.opts.batchSize, seed) };
+    const t = performance.now();
+    if (r.graph) {
+      if (!r.graph.replay(inputs, { lr })) {
+        const why = r.graph.invalidReason();
+        this.dispose();
+        r.warm = 0;
+        c.note = `webgpu replay: captured again later (${why})`;
+        return null;
+      }
+      const [figures] = await r.graph.readOutputs();
+      this.addFigureValues(figures!);
+      this.model.numBatchesTracked++;
+      this.metrics[M_COUNT] += batch.size;
+      c.times.compute += performance.now() - t;
+      c.replayed = r.graph.dispatches;
+      await this.reducer.allReduce(EMPTY, this.metrics);
+      return this.finish(c);
+    }
+    if (r.warm < WARM_STEPS || !this.sgd.state().started) {
+      r.warm++;
+      return null;
+    }
+    const { result: stats, recording, why } = captureWebgpuStep(() => {
+      const [figures, ...parts] = this.compute(batch, seed);
+      this.applyOnDevice(parts, lr);
+      tf.dispose(parts);
+      return figures!;
+    }, inputs);
+    if (!recording) {
+      r.off = why;
+    } else if (!r.reference) {
+      r.reference = recording;
+      discardRecording(recording); // compared, never replayed
+    } else {
+      const differs = diffRecordings(r.reference, recording);
+      r.reference = undefined;
+      try {
+        if (differs) throw new ReplayError('REPLAY_MISMATCH', `two captured steps differ: ${differs}`);
+        r.graph = StepGraph.seal(recording, [stats]);
+        c.note = `webgpu replay: step ${step + 2} on replays a captured step (${r.graph.dispatches} dispatches in one submit)`;
+      } catch (e) {
+        if (!(e instanceof ReplayError)) throw e;
+        discardRecording(recording);
+        r.off = e.message;
+      }
+    }
+    if (r.off) c.note = `webgpu replay off, steps run through tfjs: ${r.off}`;
+    this.metrics[M_COUNT] += batch.size;
+    await this.addFigures(stats, []);
+    c.times.compute += performance.now() - t;
+    await this.reducer.allReduce(EMPTY, this.metrics);
+    return this.finish(c);
+  }
+
+  /** Gradients and statistics go to the host, are averaged over ranks (one coordinator round) and applied there. */
+  private async runExchanged(step: number, nextBatch: () => Promise<Batch>, lr: number, c: StepContext): Promise<StepResult> {
+    const { accumulate } = this.opts;
+    let acc: tf.Tensor[] | undefined;
+    for (let m = 0; m < accumulate; m++) {
+      let t = performance.now();
+      const batch = await nextBatch();
+      c.times.data += performance.now() - t;
+      t = performance.now();
+      const { stats, parts } = await this.microBatch(batch, this.dropoutSeed(step, this.opts.rank * accumulate + m), c.gpu);
+      this.metrics[M_COUNT] += batch.size;
+      await this.addFigures(stats, parts);
+      if (accumulate === 1) {
         await this.writeFlat(parts);
         tf.dispose(parts);
-      } else if (acc === undefined) {
-        acc = parts;
       } else {
-        const prev = acc;
-        acc = tf.tidy(() => prev.map((a, i) => tf.add(a, parts[i]!)));
-        tf.dispose(prev);
-        tf.dispose(parts);
+        acc = this.addParts(acc, parts);
       }
-      times.compute += performance.now() - t;
-    }
-    if (onDevice) {
-      // One worker on a GPU: nothing to exchange, so the gradients never leave the device (the host round
-      // trip of 54 MB each way, and the wait for the GPU it forces, was a large part of a step).
-      const t = performance.now();
-      const mean = accumulate === 1 ? acc! : tf.tidy(() => acc!.map((a) => tf.div(a, accumulate)));
-      const params = this.model.params.length;
-      this.sgd.stepDevice(mean.slice(0, params), lr);
-      this.model.assignRunningStats(mean.slice(params));
-      if (mean !== acc) tf.dispose(mean);
-      tf.dispose(acc!);
-      times.apply = performance.now() - t;
-      // This read waits for the GPU to finish the step: compute time, as on the other path.
-      const w = performance.now();
-      for (const stats of pending.splice(0)) await this.addFigures(stats, []);
-      times.compute += performance.now() - w;
-      await this.reducer.allReduce(EMPTY, this.metrics);
-      return this.finish(times, dispatched, d0, gpu);
+      c.times.compute += performance.now() - t;
     }
     if (acc !== undefined) {
       const t = performance.now();
@@ -151,28 +258,39 @@ export class TrainStep {
       await this.writeFlat(scaled);
       tf.dispose(scaled);
       tf.dispose(acc);
-      times.compute += performance.now() - t;
+      c.times.compute += performance.now() - t;
     }
 
     let t = performance.now();
-    await this.reducer.allReduce(this.flat, this.metrics);
-    times.reduce = performance.now() - t;
+    // Only the gradients may be compressed (--grad-compression); the running statistics after them stay fp32.
+    await this.reducer.allReduce(this.flat, this.metrics, this.bufferOffsets[0] ?? this.flat.length);
+    c.times.reduce = performance.now() - t;
 
     t = performance.now();
     this.apply(lr);
-    times.apply = performance.now() - t;
+    c.times.apply = performance.now() - t;
+    return this.finish(c);
+  }
 
-    return this.finish(times, dispatched, d0, gpu);
+  /** `acc + parts` (both disposed), or `parts` when nothing is accumulated yet. */
+  private addParts(acc: tf.Tensor[] | undefined, parts: tf.Tensor[]): tf.Tensor[] {
+    if (acc === undefined) return parts;
+    const sum = tf.tidy(() => acc.map((a, i) => tf.add(a, parts[i]!)));
+    tf.dispose(acc);
+    tf.dispose(parts);
+    return sum;
   }
 
   /** The step's global figures from the reduced metrics, plus the webgpu dispatch count and profile. */
-  private finish(times: StepTimes, dispatched: (() => number) | null, d0: number, gpu: GpuProfile | null): StepResult {
+  private finish(c: StepContext): StepResult {
     const n = this.metrics[M_COUNT]!;
-    const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times };
-    if (dispatched) result.dispatches = dispatched() - d0;
-    if (gpu) {
-      const kernels = [...gpu.byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms);
-      result.gpu = { kernelMs: gpu.kernelMs, kernels };
+    const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times: c.times };
+    if (c.dispatched) result.dispatches = c.replayed ?? c.dispatched() - c.d0;
+    if (c.replayed !== undefined) result.replayed = true;
+    if (c.note) result.note = c.note;
+    if (c.gpu) {
+      const kernels = [...c.gpu.byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms);
+      result.gpu = { kernelMs: c.gpu.kernelMs, kernels };
     }
     return result;
   }
