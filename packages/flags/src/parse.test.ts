@@ -50,6 +50,8 @@ describe('parseFlags', () => {
   it('answers -h or --help anywhere, before checking anything else', () => {
     for (const argv of [['-h'], ['--help'], ['--bogus', '--help'], ['--lr=abc', '-h']]) expect(parse(...argv).help).toBe(true);
     expect(parse('--port=1', '--help=false').help).toBe(false);
+    // a table may list help itself (for its --help line); -h still means help
+    expect(parseFlags(['-h'], { ...TABLE, help: { type: 'boolean', default: false, help: 'print this help' } }).help).toBe(true);
   });
 
   it('requires required flags, and names the flag and its help', () => {

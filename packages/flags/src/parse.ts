@@ -16,12 +16,13 @@ type Options = NonNullable<ParseArgsConfig['options']>;
 export function parseFlags(argv: readonly string[], table: FlagTable): FlagValues {
   // parseArgs does the tokenising (=, next-argument values, short options, `--`); the table's own rules are
   // applied below, in strict=false mode, so that every error is ours and says what is accepted.
-  const options: Options = { help: { type: 'boolean', short: 'h' } };
+  const options: Options = {};
   for (const [name, spec] of Object.entries(table)) {
     const type = spec.type === 'boolean' ? 'boolean' : 'string';
     options[name] = { type };
     options[camelCase(name)] = { type };
   }
+  options.help = { type: 'boolean', short: 'h' }; // last: a table may list `help` for its --help text
   const { tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
 
   const values: FlagValues = { help: false };
@@ -43,7 +44,7 @@ export function parseFlags(argv: readonly string[], table: FlagTable): FlagValue
     let spec: FlagSpec | undefined = t.rawName.startsWith('--') ? table[name] : undefined;
     let raw = t.value;
     if (!spec && /^no-./.test(name) && table[name.slice(3)]?.type === 'boolean') {
-      if (raw !== undefined) throw new FlagError(`${t.rawName} takes no value: write --${name.slice(3)}=${raw} or ${t.rawName}`);
+      if (raw !== undefined) throw new FlagError(`${t.rawName} takes no value: write ${t.rawName} or --${name.slice(3)}=true|false`);
       name = name.slice(3);
       spec = table[name];
       raw = 'false';
