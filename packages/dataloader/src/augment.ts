@@ -3,8 +3,31 @@
  * batch buffer. Randomness comes from an Rng keyed by (seed, epoch, sample index), so a sample's augmentation
  * does not depend on which rank or thread decodes it.
  */
+import type { DatasetName } from './datasets/types.js';
 import { nativeRender, type RenderAddon } from './native-render.js';
 import { Rng } from './rng.js';
+
+/**
+ * Training augmentations. Every mode starts from the evaluation view (centreCrop, resized to imageSize) except
+ * `inception`, which replaces it:
+ * - `inception`: the GoogLeNet paper's random-resized crop (8-100 % of the area, aspect 3/4-4/3) + flip;
+ *   for photographs (imagefolder, shards).
+ * - `pad-crop`: the CIFAR / Fashion-MNIST recipe: torchvision's RandomCrop(imageSize, padding=pad) on the
+ *   resized image (zero padding, i.e. black before normalisation, pad = imageSize/8: 4 px at 32 px), then
+ *   RandomHorizontalFlip; for small images, where an 8 % crop keeps a few pixels of the object.
+ * - `flip`: RandomHorizontalFlip only.
+ * - `none`: the evaluation view (what evaluation always uses).
+ */
+export type AugmentMode = 'inception' | 'pad-crop' | 'flip' | 'none';
+export const AUGMENT_MODES: readonly AugmentMode[] = ['inception', 'pad-crop', 'flip', 'none'];
+
+/** Small-image data sets get pad-crop, photographs the paper's crop. */
+export function defaultAugment(dataset: DatasetName): AugmentMode {
+  return dataset === 'imagefolder' || dataset === 'shards' ? 'inception' : 'pad-crop';
+}
+
+/** pad-crop's padding on each side, in output pixels: 4 at 32 px as in the CIFAR recipe, scaled with the size. */
+export const padCropPadding = (imageSize: number): number => Math.max(1, Math.round(imageSize / 8));
 
 /** A source rectangle (pixels, may be fractional-free integers) and whether to mirror it. */
 export interface CropBox {
@@ -13,6 +36,11 @@ export interface CropBox {
   w: number;
   h: number;
   flip: boolean;
+  /**
+   * pad-crop: after resampling (and flipping), output pixel (i, j) takes the rendered pixel
+   * (i + shift.y, j + shift.x), or pixel value 0 where that lies outside (RandomCrop's zero padding).
+   */
+  shift?: { x: number; y: number };
 }
 
 /** GoogLeNet paper / torchvision RandomResizedCrop: area 8-100 %, aspect 3/4-4/3, 10 tries then centre. */
@@ -49,13 +77,72 @@ export function centreCrop(W: number, H: number, imageSize: number): CropBox {
   return { x: Math.floor((W - side) / 2), y: Math.floor((H - side) / 2), w: side, h: side, flip: false };
 }
 
-/** The crop of sample `index` in `epoch`: random-resized + flip when augmenting, else centre. */
-export function chooseCrop(W: number, H: number, o: { augment: boolean; imageSize: number; seed: number; epoch: number; index: number }): CropBox {
-  if (!o.augment) return centreCrop(W, H, o.imageSize);
+/**
+ * The crop of sample `index` in `epoch` under `augment` (true and false, from before the modes existed, mean
+ * `inception` and `none`).
+ */
+export function chooseCrop(W: number, H: number, o: { augment: AugmentMode | boolean; imageSize: number; seed: number; epoch: number; index: number }): CropBox {
+  const mode = o.augment === true ? 'inception' : o.augment === false ? 'none' : o.augment;
+  if (mode === 'none') return centreCrop(W, H, o.imageSize);
   const rng = new Rng(o.seed, o.epoch, o.index, 0xa06);
-  const box = randomResizedCrop(W, H, rng);
-  box.flip = rng.next() < 0.5;
+  if (mode === 'inception') {
+    const box = randomResizedCrop(W, H, rng);
+    box.flip = rng.next() < 0.5;
+    return box;
+  }
+  const box = centreCrop(W, H, o.imageSize);
+  if (mode === 'pad-crop') {
+    // RandomCrop(padding=p): the crop's corner in the padded image is uniform in [0, 2p] on each axis.
+    const p = padCropPadding(o.imageSize);
+    const top = rng.int(2 * p + 1);
+    const left = rng.int(2 * p + 1);
+    box.flip = rng.next() < 0.5;
+    // Flip after the crop (torchvision's order): the horizontal shift of the mirrored render changes sign.
+    box.shift = { x: box.flip ? p - left : left - p, y: top - p };
+  } else {
+    box.flip = rng.next() < 0.5;
+  }
   return box;
+}
+
+/**
+ * In place on one rendered HWC sample: out(i, j) = rendered(i + dy, j + dx), `fill` (per channel) outside.
+ * copyWithin moves overlapping ranges correctly, so no scratch buffer is needed.
+ */
+export function translate(out: Float32Array, offset: number, S: number, dx: number, dy: number, fill: Float32Array): void {
+  const row = S * 3;
+  const fillRange = (from: number, to: number) => {
+    for (let o = from; o < to; o += 3) {
+      out[o] = fill[0]!;
+      out[o + 1] = fill[1]!;
+      out[o + 2] = fill[2]!;
+    }
+  };
+  if (dy > 0) {
+    for (let i = 0; i < S; i++) {
+      const dst = offset + i * row;
+      if (i + dy < S) out.copyWithin(dst, dst + dy * row, dst + (dy + 1) * row);
+      else fillRange(dst, dst + row);
+    }
+  } else if (dy < 0) {
+    for (let i = S - 1; i >= 0; i--) {
+      const dst = offset + i * row;
+      if (i + dy >= 0) out.copyWithin(dst, dst + dy * row, dst + (dy + 1) * row);
+      else fillRange(dst, dst + row);
+    }
+  }
+  if (dx === 0) return;
+  const n = Math.min(S, Math.abs(dx)) * 3;
+  for (let i = 0; i < S; i++) {
+    const base = offset + i * row;
+    if (dx > 0) {
+      out.copyWithin(base, base + n, base + row);
+      fillRange(base + row - n, base + row);
+    } else {
+      out.copyWithin(base + n, base, base + row - n);
+      fillRange(base, base + n);
+    }
+  }
 }
 
 /** Per-channel affine map from a uint8 value to the normalised float: v * scale + bias = (v/255 - mean)/std. */
@@ -104,6 +191,12 @@ export class Resampler {
    * the whole image.
    */
   render(src: Uint8Array, W: number, H: number, C: number, box: CropBox, norm: Normaliser, out: Float32Array, offset: number, srcLeft = 0, srcTop = 0, srcWidth = W): void {
+    this.resample(src, W, H, C, box, norm, out, offset, srcLeft, srcTop, srcWidth);
+    // The padding is pixel value 0, which normalises to the bias.
+    if (box.shift) translate(out, offset, this.size, box.shift.x, box.shift.y, norm.bias);
+  }
+
+  private resample(src: Uint8Array, W: number, H: number, C: number, box: CropBox, norm: Normaliser, out: Float32Array, offset: number, srcLeft: number, srcTop: number, srcWidth: number): void {
     const S = this.size;
     if (this.addon) {
       this.addon.render(src, W, H, C, box.x, box.y, box.w, box.h, box.flip, norm.scale, norm.bias, out, offset, srcLeft, srcTop, srcWidth, S);

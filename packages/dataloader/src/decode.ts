@@ -3,7 +3,7 @@
  * resamples it into the NHWC float32 buffer. The same code runs in decode workers and, with threads: 0, in the
  * calling thread, which is why it only touches typed arrays handed to it.
  */
-import { chooseCrop, normaliser, Resampler, type Normaliser } from './augment.js';
+import { chooseCrop, normaliser, Resampler, type AugmentMode, type Normaliser } from './augment.js';
 import { DataError } from './errors.js';
 import { decodeRegion, hasEndMarker, imageDims } from './datasets/codec.js';
 import type { RawImage, Source } from './datasets/types.js';
@@ -18,7 +18,7 @@ export interface BatchTask {
   indices: Int32Array; // sample ids, in batch order
   epoch: number;
   seed: number;
-  augment: boolean;
+  augment: AugmentMode;
   onBadSample: 'error' | 'skip';
   /** Evaluation: drop bad samples (Batch.size shrinks). Training: refill them from good samples of the batch. */
   compact: boolean;

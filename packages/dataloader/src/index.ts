@@ -2,6 +2,8 @@
 export { createDataLoader } from './loader.js';
 export type { Batch, DataLoader, LoaderStats } from './loader.js';
 export type { LoaderOptions, LoaderState } from './options.js';
+export { AUGMENT_MODES, defaultAugment, padCropPadding } from './augment.js';
+export type { AugmentMode } from './augment.js';
 export type { DatasetName } from './datasets/types.js';
 export { DataError } from './errors.js';
 export type { DataErrorCode } from './errors.js';

@@ -1,4 +1,5 @@
 /** The loader's public option and state types, their defaults, and validation (once, up front). */
+import { AUGMENT_MODES, defaultAugment, type AugmentMode } from './augment.js';
 import { DATASET_NAMES } from './datasets/index.js';
 import type { DatasetName } from './datasets/types.js';
 import { DataError } from './errors.js';
@@ -24,8 +25,8 @@ export interface LoaderOptions {
   seed: number;
   /** Permute each epoch. Default: split === 'train'. */
   shuffle?: boolean;
-  /** Random-resized-crop + flip; else resize + centre crop. Default: split === 'train'. */
-  augment?: boolean;
+  /** Training augmentation (augment.ts). Default: train: defaultAugment(dataset) (pad-crop for small images, inception for photographs); test: 'none', the only mode evaluation accepts. */
+  augment?: AugmentMode;
   /** Drop the partial last step instead of padding. Default false. */
   dropLast?: boolean;
   /** Wrap so that every slot has equal full batches, epoch after epoch. Default: split === 'train'. false: one pass, uneven, null at the end. */
@@ -95,6 +96,9 @@ export function resolveOptions(opts: LoaderOptions): ResolvedOptions {
   int('syntheticSize.test', syntheticSize.test, 1);
   if (opts.dataDir !== undefined && (typeof opts.dataDir !== 'string' || opts.dataDir === '')) throw bad(`dataDir must be a non-empty path, got ${JSON.stringify(opts.dataDir)}`);
   if (opts.log !== undefined && typeof opts.log !== 'function') throw bad('log must be a function');
+  const augment = opts.augment ?? (train ? defaultAugment(opts.dataset) : 'none');
+  if (!AUGMENT_MODES.includes(augment)) throw bad(`augment must be one of ${AUGMENT_MODES.join(', ')}, got ${JSON.stringify(augment)}`);
+  if (!train && augment !== 'none') throw bad(`augment: '${augment}' on the test split; evaluation never augments: pass 'none' or leave it out`);
   return Object.freeze({
     dataset: opts.dataset,
     dataDir: opts.dataDir,
@@ -106,7 +110,7 @@ export function resolveOptions(opts: LoaderOptions): ResolvedOptions {
     accumulate: int('accumulate', opts.accumulate ?? 1, 1, 4096),
     seed: int('seed', opts.seed, 0),
     shuffle: bool('shuffle', opts.shuffle, train),
-    augment: bool('augment', opts.augment, train),
+    augment,
     dropLast: bool('dropLast', opts.dropLast, false),
     pad: bool('pad', opts.pad, train),
     prefetch: int('prefetch', opts.prefetch ?? 4, 0, 1024),

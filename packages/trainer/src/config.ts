@@ -1,5 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
+import { defaultAugment, type AugmentMode } from '@googlenet/dataloader';
 import { TrainerError } from './errors';
 import { parseFlags, helpText, type FlagSpec } from './flags';
 import { discoverGpus } from './devices';
@@ -23,6 +24,7 @@ export const TRAIN_FLAGS = {
   'step-epochs': { type: 'int', min: 1, default: 30, help: 'step schedule: epochs between decays' },
   gamma: { type: 'number', min: 0, max: 1, default: 0.1, help: 'step schedule: decay factor' },
   'aux-weight': { type: 'number', min: 0, default: 0.3, help: 'weight of each auxiliary head loss' },
+  augment: { type: 'enum', values: ['auto', 'inception', 'pad-crop', 'flip', 'none'], default: 'auto', help: 'training augmentation; auto: pad-crop for fashion-mnist, cifar10, synthetic, inception for imagefolder, shards (evaluation never augments)' },
   accumulate: { type: 'int', min: 1, default: 1, help: 'micro-batches accumulated per optimizer step' },
   backend: { type: 'enum', values: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'], default: 'auto', help: 'TensorFlow.js backend' },
   seed: { type: 'int', min: 0, default: 0, help: 'seed for initialisation, sampling, augmentation and dropout' },
@@ -73,6 +75,8 @@ export interface TrainConfig {
   stepEpochs: number;
   gamma: number;
   auxWeight: number;
+  /** Training augmentation, resolved (--augment=auto becomes the data set's default). */
+  augment: AugmentMode;
   accumulate: number;
   backend: 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
   seed: number;
@@ -161,6 +165,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     stepEpochs: f.stepEpochs as number,
     gamma: f.gamma as number,
     auxWeight: f.auxWeight as number,
+    augment: f.augment === 'auto' ? defaultAugment(f.dataset as TrainConfig['dataset']) : f.augment as AugmentMode,
     accumulate: f.accumulate as number,
     backend: f.backend as TrainConfig['backend'],
     seed: f.seed as number,

@@ -91,7 +91,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
   const loader = await createDataLoader({
     dataset: cfg.dataset, dataDir: cfg.dataDir, split: 'train', imageSize: cfg.imageSize, batchSize: cfg.batchSize,
     rank: id.rank, worldSize: id.worldSize, accumulate: cfg.accumulate, seed: cfg.seed,
-    shuffle: true, augment: true, pad: true, threads: cfg.decodeThreads, onBadSample: 'skip',
+    shuffle: true, augment: cfg.augment, pad: true, threads: cfg.decodeThreads, onBadSample: 'skip',
     state: resumed?.ckpt.meta.sampler, syntheticSize: cfg.syntheticSize,
   });
   const stepsPerEpoch = loader.batchesPerEpoch;
@@ -308,7 +308,7 @@ async function broadcastState(reducer: GradientReducer, model: GoogLeNet, sgd: S
 export async function evaluate(cfg: TrainConfig, id: WorkerIdentity, model: GoogLeNet, reducer: GradientReducer): Promise<EvalResult> {
   const loader: DataLoader = await createDataLoader({
     dataset: cfg.dataset, dataDir: cfg.dataDir, split: 'test', imageSize: cfg.imageSize, batchSize: cfg.batchSize,
-    rank: id.rank, worldSize: id.worldSize, seed: cfg.seed, shuffle: false, augment: false, pad: false, dropLast: false,
+    rank: id.rank, worldSize: id.worldSize, seed: cfg.seed, shuffle: false, augment: 'none', pad: false, dropLast: false,
     threads: cfg.decodeThreads, onBadSample: 'skip', syntheticSize: cfg.syntheticSize,
   });
   const m = new Float64Array(4);
