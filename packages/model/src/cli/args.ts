@@ -1,4 +1,9 @@
-/** Flag parsing for the model's CLI scripts: `--name=value` or `--name value`, validated up front. */
+/**
+ * The model scripts' flags (summary, init, infer, check-gradients), parsed by the project's shared parser
+ * (@googlenet/flags): each script lists its flags as below, and runCli turns a bad one into one
+ * `error [BAD_FLAG]: ...` line and exit status 2.
+ */
+import { FlagError, camelCase, helpText, parseFlags as parseTable, type FlagTable } from '@googlenet/flags';
 import { CliError } from '../errors.js';
 import type { BackendName } from '../backend.js';
 
@@ -18,65 +23,36 @@ export interface FlagSpec {
 
 const BACKENDS: readonly BackendName[] = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 
-export function usage(command: string, summary: string, specs: readonly FlagSpec[]): string {
-  const lines = specs.map((s) => {
-    const dflt = s.default !== undefined ? ` (default ${s.default})` : s.optional ? '' : ' (required)';
-    return `  --${s.name}=${s.type === 'backend' ? BACKENDS.join('|') : `<${s.type}>`}`.padEnd(44) + `${s.help}${dflt}`;
-  });
-  return [`usage: ${command} [flags]`, '', summary, '', 'flags:', ...lines, '  --help'.padEnd(44) + 'print this help'].join('\n');
+function table(specs: readonly FlagSpec[]): FlagTable {
+  return Object.fromEntries(specs.map((s) => [s.name, {
+    type: s.type === 'bool' ? 'boolean' : s.type === 'backend' ? 'enum' : s.type,
+    ...(s.type === 'backend' ? { values: BACKENDS } : {}),
+    help: s.help,
+    default: s.default,
+    min: s.min,
+    required: s.default === undefined && !s.optional,
+  }]));
 }
 
-/** Returns the parsed flags, or null when --help was asked for. */
+export function usage(command: string, summary: string, specs: readonly FlagSpec[]): string {
+  return helpText(`usage: ${command} [flags]\n\n${summary}`, table(specs));
+}
+
+/** Returns the parsed flags by their dashed names (`f['num-classes']`), or null when -h/--help was asked for. */
 export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[]): Record<string, number | string | boolean> | null {
-  const byName = new Map(specs.map((s) => [s.name, s]));
-  const out: Record<string, number | string | boolean> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === '--help' || arg === '-h') return null;
-    const m = /^--([a-zA-Z][a-zA-Z0-9-]*)(?:=(.*))?$/s.exec(arg);
-    if (!m) throw new CliError(`unexpected argument '${arg}': flags look like --name=value (see --help)`);
-    // camelCase is accepted too: `nx run` swallows `--batch-size` (too close to its own --batch), not `--batchSize`.
-    const spec = byName.get(m[1].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`));
-    if (!spec) {
-      throw new CliError(`unknown flag --${m[1]}; known flags: ${specs.map((s) => `--${s.name}`).join(', ')}`);
-    }
-    let value = m[2];
-    if (value === undefined) {
-      if (spec.type === 'bool') value = 'true';
-      else if (i + 1 < argv.length && !argv[i + 1].startsWith('--')) value = argv[++i];
-      else throw new CliError(`--${spec.name} needs a value (--${spec.name}=...)`);
-    }
-    out[spec.name] = convert(spec, value);
+  let f;
+  try {
+    f = parseTable(argv, table(specs));
+  } catch (e) {
+    throw e instanceof FlagError ? new CliError(e.message) : e;
   }
+  if (f.help) return null;
+  const out: Record<string, number | string | boolean> = {};
   for (const s of specs) {
-    if (out[s.name] !== undefined) continue;
-    if (s.default !== undefined) out[s.name] = s.default;
-    else if (!s.optional) throw new CliError(`--${s.name} is required: ${s.help}`);
+    const v = f[camelCase(s.name)];
+    if (v !== undefined) out[s.name] = v;
   }
   return out;
-}
-
-function convert(spec: FlagSpec, value: string): number | string | boolean {
-  switch (spec.type) {
-    case 'int': {
-      if (!/^-?\d+$/.test(value.trim())) throw new CliError(`--${spec.name}=${value} is not an integer`);
-      const n = Number(value);
-      if (!Number.isSafeInteger(n)) throw new CliError(`--${spec.name}=${value} is too large`);
-      if (spec.min !== undefined && n < spec.min) throw new CliError(`--${spec.name}=${value} must be at least ${spec.min}`);
-      return n;
-    }
-    case 'bool':
-      if (value === 'true' || value === 'false') return value === 'true';
-      throw new CliError(`--${spec.name}=${value} must be true or false`);
-    case 'backend':
-      if (!(BACKENDS as readonly string[]).includes(value)) {
-        throw new CliError(`--${spec.name}=${value} is not a backend; use one of ${BACKENDS.join(', ')}`);
-      }
-      return value;
-    default:
-      if (value === '') throw new CliError(`--${spec.name} must not be empty`);
-      return value;
-  }
 }
 
 /**

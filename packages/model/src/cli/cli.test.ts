@@ -33,9 +33,9 @@ describe('CLI', () => {
   });
 
   it('prints usage for --help and one clear error line (exit 2) for bad flags', () => {
-    expect(cli('summary', '--help').stdout).toContain('--image-size=<int>');
-    for (const [flag, message] of [['--classes=3', 'unknown flag --classes'], ['--num-classes=ten', 'is not an integer'],
-      ['--image-size=16', 'must be at least 28']]) {
+    for (const help of ['--help', '-h']) expect(cli('summary', help).stdout).toContain('--image-size=<int>');
+    for (const [flag, message] of [['--classes=3', 'unknown flag --classes'], ['--num-classes=ten', 'expected an integer >= 1'],
+      ['--image-size=16', '--image-size=16 is invalid: expected an integer >= 28'], ['--aux=maybe', 'expected true or false']]) {
       const r = cli('summary', flag);
       expect(r.status).toBe(2);
       expect(r.stderr).toContain(message);
