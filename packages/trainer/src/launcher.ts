@@ -34,43 +34,66 @@ interface Proc {
  * the last checkpoint, up to --max-restarts. SIGINT/SIGTERM stop every child; none outlives the launcher
  * (workers also exit when their IPC channel to the launcher closes).
  */
-export async function launch(cfg: TrainConfig, io: LaunchIo): Promise<number> {
+export async function launch(cfg: TrainConfig, io: LaunchIo, opts: LaunchOptions = {}): Promise<number> {
+  const signals = opts.signals ?? process;
+  const graceMs = opts.stopGraceMs ?? 3000;
   const worldSize = cfg.workers * cfg.nnodes;
   await fs.mkdir(cfg.out, { recursive: true });
   let current: Proc[] = [];
   let stopping: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal means "now": no more grace for children that ignore SIGTERM (torchrun does the same).
+      const alive = current.filter(isAlive);
+      io.error(`launcher: ${sig} again, killing ${alive.length} process(es)`);
+      for (const p of alive) p.child.kill('SIGKILL');
+      return;
+    }
     stopping = sig;
-    io.error(`\nlauncher: ${sig} received, stopping ${current.length} process(es)`);
-    void stopAll(current);
+    io.error(`\nlauncher: ${sig} received, stopping ${current.filter(isAlive).length} process(es)`);
+    void stopAll(current, 0, graceMs);
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  signals.on('SIGINT', onSignal);
+  signals.on('SIGTERM', onSignal);
 
   try {
     let resume = cfg.resume;
     for (let attempt = 0; ; attempt++) {
+      // A signal that arrived between attempts (while the last one was torn down) stops here.
+      if (stopping) return stopping === 'SIGINT' ? 130 : 143;
       const attemptCfg: TrainConfig = { ...cfg, resume };
-      const failure = await runAttempt(attemptCfg, worldSize, attempt, io, (procs) => (current = procs));
+      const failure = await runAttempt(attemptCfg, worldSize, attempt, io, (procs) => (current = procs), () => stopping !== undefined, graceMs);
       if (stopping) return stopping === 'SIGINT' ? 130 : 143;
       if (!failure) return 0;
       if (attempt >= cfg.maxRestarts) {
         io.error(`error: training failed: ${failure}${cfg.maxRestarts > 0 ? ` (after ${cfg.maxRestarts} restart(s))` : ''}. Logs: ${cfg.out}`);
         return 1;
       }
+      // The run folder, not its newest file: the workers then skip a newest checkpoint that is corrupt (a
+      // kill mid-write) and take the one before, as --resume=<folder> does.
       const last = await latestCheckpointFile(cfg.out);
-      resume = last ?? cfg.resume;
-      io.error(`launcher: ${failure}; restart ${attempt + 1}/${cfg.maxRestarts} from ${resume ?? 'scratch (no checkpoint yet)'}`);
+      resume = last ? cfg.out : cfg.resume;
+      io.error(`launcher: ${failure}; restart ${attempt + 1}/${cfg.maxRestarts} from ${last ? `${cfg.out} (newest: ${path.basename(last)})` : resume ?? 'scratch (no checkpoint yet)'}`);
     }
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    signals.off('SIGINT', onSignal);
+    signals.off('SIGTERM', onSignal);
   }
 }
 
+export interface LaunchOptions {
+  /** Where SIGINT/SIGTERM come from (default: this process; tests pass an EventEmitter). */
+  signals?: Pick<NodeJS.EventEmitter, 'on' | 'off'>;
+  /** Milliseconds between SIGTERM and SIGKILL when stopping children (default 3000; a second signal skips it). */
+  stopGraceMs?: number;
+}
+
+const isAlive = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
+
 /** One attempt: start everything, wait for success or the first failure, stop the rest. */
-async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, io: LaunchIo, track: (p: Proc[]) => void): Promise<string | undefined> {
+async function runAttempt(
+  cfg: TrainConfig, worldSize: number, attempt: number, io: LaunchIo, track: (p: Proc[]) => void, stopped: () => boolean, graceMs: number,
+): Promise<string | undefined> {
   const procs: Proc[] = [];
   track(procs);
   let url = cfg.coordinator;
@@ -85,6 +108,8 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
       }, io, 'pipe', cfg.out);
       procs.push(coord);
       url = await readUrl(coord);
+      // The signal handler stopped what had started; start no workers after it.
+      if (stopped()) return 'stopped by a signal';
     }
     // WebGPU: worker k's own GPU, pinned through Mesa's device-select layer (devices.ts).
     const pins = planWorkerGpus({ backend: cfg.backend, workers: cfg.workers, gpus: cfg.gpus, discover: () => discoverGpus() });
@@ -114,7 +139,7 @@ async function runAttempt(cfg: TrainConfig, worldSize: number, attempt: number, 
   } catch (e) {
     return (e as Error).message;
   } finally {
-    await stopAll(procs, 2000);
+    await stopAll(procs, 2000, graceMs);
   }
 }
 
@@ -179,8 +204,7 @@ function describeExit(x: { code: number | null; signal: NodeJS.Signals | null })
  * Stops an attempt's processes: after a failure the survivors first get `waitMs` to notice it themselves
  * (the coordinator aborts their round; they print why and exit), then SIGTERM, then SIGKILL.
  */
-async function stopAll(procs: Proc[], waitMs = 0, graceMs = 3000): Promise<void> {
-  const isAlive = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
+async function stopAll(procs: Proc[], waitMs: number, graceMs: number): Promise<void> {
   if (waitMs > 0 && procs.some(isAlive)) {
     await Promise.race([Promise.all(procs.filter(isAlive).map((p) => p.exited)), new Promise((r) => setTimeout(r, waitMs))]);
   }
