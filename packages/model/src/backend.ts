@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from './errors.js';
 import { registerWebgpuModule } from './webgpu-kernels.js';
+import { verifyPinnedDevice } from './device-select.js';
 
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 
@@ -29,6 +30,8 @@ export interface AdapterInfo {
   description: string;
   /** llvmpipe/lavapipe, SwiftShader, WARP: correct but slower than wasm; `auto` never picks one. */
   software: boolean;
+  /** The GPU that DRI_PRIME pinned this process to, as Mesa's device-select layer lists it (device-select.ts). */
+  pinned?: { pci: string; name: string };
 }
 
 export interface SelectBackendOptions {
@@ -104,9 +107,10 @@ function adapterInfo(a: DawnAdapter): AdapterInfo {
   return { vendor, architecture, device, description, software };
 }
 
-/** e.g. `nvidia, "NVIDIA: 580.159.04"` or `mesa, "llvmpipe: Mesa 25.0.7", software`. */
+/** e.g. `nvidia, "NVIDIA: 580.159.04", "NVIDIA H200" at PCI 0000:1b:00.0` or `mesa, "llvmpipe: Mesa 25.0.7", software`. */
 export function describeAdapter(a: AdapterInfo): string {
-  return [a.vendor || 'unknown vendor', JSON.stringify(a.description || a.device), a.software ? 'software' : ''].filter(Boolean).join(', ');
+  const pinned = a.pinned ? `${JSON.stringify(a.pinned.name)} at PCI ${a.pinned.pci}` : '';
+  return [a.vendor || 'unknown vendor', JSON.stringify(a.description || a.device), pinned, a.software ? 'software' : ''].filter(Boolean).join(', ');
 }
 
 /**
@@ -151,6 +155,8 @@ const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | vo
     const create = dawn.create as ((flags: string[]) => unknown) | undefined;
     if (typeof create !== 'function') throw new Unavailable('the `webgpu` package has no create(): expected Dawn\'s Node binding');
     Object.assign(globalThis, dawn.globals as object);
+    // A process pinned to one GPU gets it or fails here (GPU_NOT_ISOLATED), never falls back to another GPU.
+    const pinned = verifyPinnedDevice();
     const flags = [
       ...(process.env[WEBGPU_ADAPTER_ENV] ? [`adapter=${process.env[WEBGPU_ADAPTER_ENV]}`] : []),
       // Raw flags for Dawn's Node binding, space-separated (e.g. "enable-dawn-features=skip_validation").
@@ -165,7 +171,7 @@ const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | vo
       throw new Unavailable(`Dawn: ${String((e as Error)?.message ?? e).replace(/\n/g, ' ')}`);
     }
     if (!adapter) throw new Unavailable(`no WebGPU adapter: ${dawnDiagnosis()}`);
-    const info = adapterInfo(adapter);
+    const info: AdapterInfo = { ...adapterInfo(adapter), ...(pinned ? { pinned: { pci: pinned.pci!, name: pinned.name } } : {}) };
     if (info.software && mode === 'auto') {
       throw new Unavailable(`only a software adapter (${describeAdapter(info)}), slower than wasm; --backend=webgpu uses it anyway`);
     }

@@ -3,7 +3,8 @@
  * and a message that says how to fix the problem.
  */
 
-export type BackendErrorCode = 'BACKEND_UNAVAILABLE' | 'BACKEND_UNKNOWN';
+/** GPU_NOT_ISOLATED: a process pinned to one GPU (DRI_PRIME=pci-...) could not be given that GPU alone (device-select.ts). */
+export type BackendErrorCode = 'BACKEND_UNAVAILABLE' | 'BACKEND_UNKNOWN' | 'GPU_NOT_ISOLATED';
 
 /** A backend that was asked for cannot be loaded, or its name is not one we know. */
 export class BackendError extends Error {

@@ -2,6 +2,8 @@
 export { selectBackend } from './backend.js';
 export type { BackendName, BackendInfo, SelectBackendOptions, AdapterInfo } from './backend.js';
 export { describeAdapter, WEBGPU_ADAPTER_ENV } from './backend.js';
+export { verifyPinnedDevice, probeDeviceSelect, parseDeviceSelectList, pciOfDriPrime } from './device-select.js';
+export type { VulkanDevice, DeviceSelectProbe } from './device-select.js';
 export { GoogLeNet } from './googlenet.js';
 export type { GoogLeNetOptions, GoogLeNetOutput, NamedVariable, ForwardOptions } from './googlenet.js';
 export { googlenetLoss, computeGradients, crossEntropy, AUX_WEIGHT } from './loss.js';
