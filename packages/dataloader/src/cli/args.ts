@@ -1,55 +1,48 @@
 /**
- * A small strict flag parser for the package's scripts: `--name=value`, `--name value` or `--flag`;
- * kebab-case or camelCase (Nx may forward either). Unknown flags and bad values are a DataError BAD_OPTION
- * whose message names the flag, never a stack trace.
+ * The package scripts' flags (make-shards, bench), parsed by the project's shared parser (@googlenet/flags):
+ * `--name=value`, `--name value`, camelCase spellings, `--no-x` booleans, -h/--help. A bad flag is a DataError
+ * BAD_OPTION (this package's code for bad options and flags) whose message names the flag and what it accepts.
  */
+import { FlagError, camelCase, helpText, parseFlags as parseTable, type FlagTable } from '@googlenet/flags';
 import { DataError } from '../errors.js';
 
 export interface FlagSpec {
   type: 'string' | 'int' | 'boolean';
   help: string;
+  /** string: the accepted values. */
   choices?: readonly string[];
+  /** int: smallest accepted value. Default 0. */
   min?: number;
+  /** The command cannot run without it. Default false. */
+  required?: boolean;
 }
 
-const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+function table(flags: Record<string, FlagSpec>): FlagTable {
+  return Object.fromEntries(Object.entries(flags).map(([name, f]) => [name, {
+    type: f.choices ? 'enum' : f.type,
+    values: f.choices,
+    help: f.help,
+    min: f.type === 'int' ? (f.min ?? 0) : undefined,
+    required: f.required,
+  }]));
+}
 
 export function usage(command: string, summary: string, flags: Record<string, FlagSpec>): string {
-  const lines = Object.entries(flags).map(([name, f]) => `  --${name}${f.type === 'boolean' ? '' : '=<' + (f.choices ? f.choices.join('|') : f.type) + '>'}  ${f.help}`);
-  return `${command}\n${summary}\n\nFlags:\n${lines.join('\n')}\n  --help  print this help\n`;
+  return `${helpText(`usage: ${command}\n\n${summary}`, table(flags))}\n`;
 }
 
+/** The flags by their dashed names; an absent one is absent (false for a switch): the caller applies its defaults. */
 export function parseFlags(argv: string[], flags: Record<string, FlagSpec>, command: string): { help: boolean; values: Record<string, string | number | boolean> } {
-  const values: Record<string, string | number | boolean> = {};
-  let help = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') {
-      help = true;
-      continue;
-    }
-    if (!arg.startsWith('--')) throw new DataError('BAD_OPTION', `${command}: unexpected argument ${JSON.stringify(arg)}; flags look like --name=value (see --help)`);
-    const eq = arg.indexOf('=');
-    const name = kebab(eq < 0 ? arg.slice(2) : arg.slice(2, eq));
-    const spec = flags[name];
-    if (!spec) throw new DataError('BAD_OPTION', `${command}: unknown flag --${name}; known: ${Object.keys(flags).map((f) => `--${f}`).join(', ')}`);
-    let raw: string | undefined = eq < 0 ? undefined : arg.slice(eq + 1);
-    if (raw === undefined && spec.type !== 'boolean') {
-      raw = argv[++i];
-      if (raw === undefined) throw new DataError('BAD_OPTION', `${command}: --${name} needs a value`);
-    }
-    if (spec.type === 'boolean') {
-      if (raw !== undefined && raw !== 'true' && raw !== 'false') throw new DataError('BAD_OPTION', `${command}: --${name} is a switch; got ${JSON.stringify(raw)}`);
-      values[name] = raw !== 'false';
-    } else if (spec.type === 'int') {
-      const v = Number(raw);
-      if (!Number.isInteger(v) || v < (spec.min ?? 0)) throw new DataError('BAD_OPTION', `${command}: --${name} must be an integer >= ${spec.min ?? 0}, got ${JSON.stringify(raw)}`);
-      values[name] = v;
-    } else {
-      if (spec.choices && !spec.choices.includes(raw!)) throw new DataError('BAD_OPTION', `${command}: --${name} must be one of ${spec.choices.join(', ')}, got ${JSON.stringify(raw)}`);
-      if (raw === '') throw new DataError('BAD_OPTION', `${command}: --${name} must not be empty`);
-      values[name] = raw!;
-    }
+  let f;
+  try {
+    f = parseTable(argv, table(flags));
+  } catch (e) {
+    throw e instanceof FlagError ? new DataError('BAD_OPTION', `${command}: ${e.message}`) : e;
   }
-  return { help, values };
+  const values: Record<string, string | number | boolean> = {};
+  for (const name of Object.keys(flags)) {
+    const v = f[camelCase(name)];
+    if (v !== undefined) values[name] = v;
+  }
+  return { help: f.help, values };
 }

@@ -33,9 +33,10 @@ describe('make-shards CLI', () => {
     const lines: string[] = [];
     expect(await main(['--help'], (l) => lines.push(l))).toBe(0);
     expect(lines.join('\n')).toContain('--shards=<int>');
+    expect(await main(['-h'], (l) => lines.push(l))).toBe(0);
     await expect(main(['--from=synthetic', '--out=x'])).rejects.toMatchObject({ code: 'BAD_OPTION', message: expect.stringContaining('--shards is required') });
-    await expect(main(['--from=synthetic', '--out=x', '--shards=0'])).rejects.toThrowError(/--shards must be an integer >= 1/);
-    await expect(main(['--form=synthetic'])).rejects.toThrowError(/unknown flag --form/);
+    await expect(main(['--from=synthetic', '--out=x', '--shards=0'])).rejects.toThrowError('--shards=0 is invalid: expected an integer >= 1');
+    await expect(main(['--form=synthetic'])).rejects.toMatchObject({ code: 'BAD_OPTION', message: expect.stringContaining('unknown flag --form (did you mean --from?)') });
     await expect(main(['--from=cifar10', '--out=x', '--shards=1', '--image-size=32'])).rejects.toThrowError(/--image-size applies to --from=synthetic only/);
     await expect(main(['--from=cifar10', `--out=${join(tmp.dir, 'c')}`, '--shards=1', `--data-dir=${tmp.dir}`])).rejects.toMatchObject({ code: 'DATASET_NOT_FOUND' });
   });
