@@ -66,6 +66,8 @@ const GRACE_MS = 1000;
 
 interface Pending {
   seq: number; op: Op; dtype: DType; nb: number; bucketElems: number; got: number;
+  /** coordinator data plane: arrived[b] = 1 once result bucket b is in (a duplicate or a gap is a protocol error) */
+  arrived: Uint8Array;
   data: Float32Array; metrics?: Float64Array;
   resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout;
   t0: number; tSent: number; tFirst: number; decodeMs: number;
@@ -256,8 +258,9 @@ export class CoordinatorClient {
     const tSent = performance.now();
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
-        `collective ${seq} (${op}) got no result within ${this.opts.timeoutMs / 1000} s; the coordinator at ${this.opts.url} or another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
-      this.pending = { seq, op, dtype, nb, bucketElems: be, got: 0, data, metrics, resolve, reject, timer, t0, tSent, tFirst: 0, decodeMs: 0 };
+        `collective ${seq} (${op}) got ${this.pending?.got ? `only ${this.pending.got} of ${nb} result buckets (missing ${missingBuckets(this.pending.arrived)})` : 'no result'} ` +
+        `within ${this.opts.timeoutMs / 1000} s; the coordinator at ${this.opts.url} or another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
+      this.pending = { seq, op, dtype, nb, bucketElems: be, got: 0, arrived: new Uint8Array(nb), data, metrics, resolve, reject, timer, t0, tSent, tFirst: 0, decodeMs: 0 };
       this.lastTiming = { encodeMs: tSent - t0 - sendMs, sendMs, waitMs: 0, decodeMs: 0, totalMs: 0 };
     });
   }
@@ -268,7 +271,7 @@ export class CoordinatorClient {
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
         `collective ${seq} (${op}) did not complete within ${this.opts.timeoutMs / 1000} s; the coordinator at ${this.opts.url} or another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
-      const p: Pending = { seq, op, dtype, nb: 1, bucketElems: this.bucketElems, got: 0, data, metrics, resolve, reject, timer, t0, tSent: 0, tFirst: 0, decodeMs: 0 };
+      const p: Pending = { seq, op, dtype, nb: 1, bucketElems: this.bucketElems, got: 0, arrived: new Uint8Array(0), data, metrics, resolve, reject, timer, t0, tSent: 0, tFirst: 0, decodeMs: 0 };
       this.pending = p;
       // Announce first: the copy/encode below overlaps the coordinator's round trip. Peers' frames can only follow
       // the go, which needs this announcement, and are read only after this synchronous code has set up the exchange.
@@ -355,7 +358,11 @@ export class CoordinatorClient {
 
   private onResult(m: ResultMsg, payload: Buffer): void {
     const p = this.pending;
-    if (!p || m.seq !== p.seq || m.dtype !== p.dtype || m.bucket >= p.nb) throw new Error(`result for collective ${m.seq} bucket ${m.bucket} was not expected`);
+    if (!p || p.peer || m.seq !== p.seq || m.dtype !== p.dtype || m.bucket >= p.nb) throw new Error(`result for collective ${m.seq} bucket ${m.bucket} was not expected`);
+    // The coordinator completes buckets in order (each rank sends them in order), so a bucket that overtakes an
+    // earlier one means that one was lost; counting alone would let a duplicate stand in for it.
+    if (p.arrived[m.bucket]) throw new Error(`result bucket ${m.bucket} of collective ${m.seq} arrived twice`);
+    if (m.bucket > 0 && !p.arrived[m.bucket - 1]) throw new Error(`result bucket ${m.bucket} of collective ${m.seq} arrived before bucket(s) ${missingBuckets(p.arrived.subarray(0, m.bucket))}`);
     const t = performance.now();
     if (p.got === 0) p.tFirst = t;
     const off = m.bucket * p.bucketElems;
@@ -378,6 +385,7 @@ export class CoordinatorClient {
     }
     const t2 = performance.now();
     p.decodeMs += t2 - t;
+    p.arrived[m.bucket] = 1;
     if (++p.got === p.nb) {
       clearTimeout(p.timer);
       this.pending = null;
@@ -438,6 +446,13 @@ export class CoordinatorClient {
 }
 
 class RetryableError extends Error {}
+
+/** '0,3,4' for the buckets not yet arrived (the first 10). */
+function missingBuckets(arrived: Uint8Array): string {
+  const out: number[] = [];
+  for (let b = 0; b < arrived.length && out.length < 10; b++) if (!arrived[b]) out.push(b);
+  return out.join(',') + (out.length === 10 ? ',...' : '');
+}
 
 /** Opens the socket, says hello and waits for welcome (or a rejection). */
 function handshake(ws: WebSocket, opts: ClientOptions & { rendezvousTimeoutMs: number }, deadline: number, dataPort: number | undefined): Promise<WelcomeMsg> {

@@ -318,6 +318,8 @@ class CoordinatorServer implements Coordinator {
     }
     const slot = b * this.opts.worldSize + rank;
     if (r.got[slot]) throw new ProtocolViolation(CloseCode.UNEXPECTED, `bucket ${b} of collective ${r.seq} sent twice`);
+    // In order, so that buckets complete (and results go out) in order: clients treat a gap as a lost result.
+    if (b !== r.bucketsPerRank[rank]) throw new ProtocolViolation(CloseCode.UNEXPECTED, `bucket ${b} of collective ${r.seq} sent before bucket ${r.bucketsPerRank[rank]}`);
     if (b === 0 && m.metrics) {
       if (r.metricsLen >= 0 && m.metrics.length !== r.metricsLen) {
         return this.abort(rank, 'SIZE_MISMATCH', `rank ${rank} sent ${m.metrics.length} metrics, others ${r.metricsLen}; pass equal-length metrics on every rank`);

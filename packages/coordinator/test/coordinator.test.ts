@@ -251,6 +251,21 @@ describe('security and robustness', () => {
     expect(e.message).toMatch(/broke the protocol/);
   });
 
+  it('closes a joined worker that sends its buckets out of order with 4004 (results must go out in order)', async () => {
+    const coord = await startCoordinator({ worldSize: 2 });
+    const c0 = CoordinatorClient.connect({ url: coord.url, rank: 0, worldSize: 2, signature: SIG, bucketBytes: 32 });
+    const { ws, closed } = await rawSocket(coord.url);
+    ws.send(encode({ v: 1, type: 'hello', rank: 1, worldSize: 2, signature: SIG }));
+    const client = await c0;
+    job = { coord, clients: [client], logs: [] };
+    const pending = errorOf(client.allReduce(new Float32Array(16)));
+    ws.send(encode({ v: 1, type: 'data', seq: 1, op: 'mean', dtype: 'f32', numel: 16, bucketElems: 8, bucket: 1, count: 8 }, new Uint8Array(32)));
+    const c = await closed;
+    expect(c.code).toBe(4004);
+    expect(c.reason).toMatch(/bucket 1 of collective 1 sent before bucket 0/);
+    expect(await pending).toMatchObject({ code: 'ROUND_ABORTED', failedRank: 1 });
+  });
+
   it('round-trips over TLS with a self-signed certificate', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'coord-tls-'));
     const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
