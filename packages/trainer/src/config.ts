@@ -31,6 +31,7 @@ export const TRAIN_FLAGS = {
   out: { type: 'string', help: 'run folder (default runs/<date>-<time>)' },
   'eval-every': { type: 'int', min: 0, default: 0, help: 'evaluate every N steps (0: at each epoch end and at the end)' },
   eval: { type: 'boolean', default: true, help: 'evaluate on the test split (--no-eval: never)' },
+  tensorboard: { type: 'boolean', default: true, help: 'write the metrics as TensorBoard scalars to <out>/tb/ (--tensorboard=false: do not)' },
   'log-every': { type: 'int', min: 1, default: 10, help: 'log a line every N steps when not on a terminal' },
   'profile-step': { type: 'int', min: 0, default: 0, help: 'webgpu: time every kernel of step N on the GPU (timestamp queries; that step runs slower) and log the busiest' },
   'grad-compression': { type: 'enum', values: ['none', 'fp16'], default: 'none', help: 'gradient wire format' },
@@ -83,6 +84,8 @@ export interface TrainConfig {
   out: string;
   evalEvery: number;
   eval: boolean;
+  /** Rank 0 writes metrics.jsonl's scalars to <out>/tb/ as TensorBoard events. */
+  tensorboard: boolean;
   logEvery: number;
   profileStep: number;
   gradCompression: 'none' | 'fp16';
@@ -172,6 +175,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     out: path.resolve((f.out as string | undefined) ?? (f.resume ? runFolderOf(String(f.resume)) : path.join('runs', stamp))),
     evalEvery: f.evalEvery as number,
     eval: f.eval as boolean,
+    tensorboard: f.tensorboard as boolean,
     logEvery: f.logEvery as number,
     profileStep: f.profileStep as number,
     gradCompression: f.gradCompression as 'none' | 'fp16',

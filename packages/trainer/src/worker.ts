@@ -17,6 +17,7 @@ import { Progress, formatDuration } from './progress';
 import { renderChart } from './chart';
 import { readAllInto, readFloats } from './host';
 import { runIdOf } from './run-id';
+import { TensorBoardWriter } from './tensorboard';
 import { deviceNote, GPU_ENV, pinThisProcess } from './devices';
 
 /** Where a worker's words go. Rank 0 talks to the user; every rank keeps a log. */
@@ -140,8 +141,10 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
       }
     }
     const metricsFile = lead ? await fs.open(metricsPath, resumed ? 'a' : 'w') : undefined;
+    const tensorboard = lead && cfg.tensorboard ? TensorBoardWriter.open(path.join(cfg.out, 'tb')) : undefined;
     const record = async (o: object) => {
       if (metricsFile) await metricsFile.write(JSON.stringify(o) + '\n');
+      tensorboard?.add(o as Record<string, unknown>);
     };
     const times: StepTimes = { data: 0, compute: 0, reduce: 0, apply: 0 };
     const schedule = { lr: cfg.lr, schedule: cfg.lrSchedule, warmupSteps: cfg.warmup, totalSteps, stepsPerEpoch, stepEpochs: cfg.stepEpochs, gamma: cfg.gamma };
