@@ -63,7 +63,7 @@ describe('parseFlags', () => {
     [['--batch-size=0'], '--batch-size=0 is invalid: expected an integer >= 1'],
     [['--batch-size=3.5'], '--batch-size=3.5 is invalid: expected an integer >= 1'],
     [['--batch-size=1e400'], 'expected an integer'],
-    [['--lr=abc'], '--lr=abc is invalid: expected a number >= 0 <= 10'],
+    [['--lr=abc'], '--lr=abc is invalid: expected a number >= 0 and <= 10'],
     [['--lr=11'], '--lr=11 is invalid'],
     [['--lr='], '--lr= is invalid'],
     [['--schedule=paper'], '--schedule=paper is invalid: expected one of step, cosine'],
@@ -81,7 +81,7 @@ describe('parseFlags', () => {
   });
 
   it('passes a value that begins with a single dash (a negative number) to the flag', () => {
-    expect(error('--port=1', '--lr', '-1')).toBe('--lr=-1 is invalid: expected a number >= 0 <= 10');
+    expect(error('--port=1', '--lr', '-1')).toBe('--lr=-1 is invalid: expected a number >= 0 and <= 10');
     expect(parseFlags(['--x', '-2'], { x: { type: 'int', help: 'x' } }).x).toBe(-2);
   });
 

@@ -34,7 +34,7 @@ export const kebabCase = (name: string): string => name.replace(/[A-Z]/g, (c) =>
 
 /** What a flag accepts, for errors and --help: "an integer >= 1", "one of a, b". */
 export function accepted(spec: FlagSpec): string {
-  const bounds = `${spec.min !== undefined ? ` >= ${spec.min}` : ''}${spec.max !== undefined ? ` <= ${spec.max}` : ''}`;
+  const bounds = [spec.min !== undefined ? ` >= ${spec.min}` : '', spec.max !== undefined ? ` <= ${spec.max}` : ''].filter(Boolean).join(' and');
   switch (spec.type) {
     case 'int': return `an integer${bounds}`;
     case 'number': return `a number${bounds}`;
