@@ -15,6 +15,7 @@
  * Every function returns null (or false) when webgpu is not the active backend; callers fall back to tfjs ops.
  */
 import * as tf from '@tensorflow/tfjs';
+import { noteStepScalar } from './webgpu-replay.js';
 
 /** The subset of tfjs-backend-webgpu's program interface we use (webgpu_program.ts). */
 interface Program {
@@ -387,7 +388,7 @@ interface BackendInternals {
   ensureCommandEncoderReady(): void;
   endComputePassEncoder(): void;
   submitQueue(): void;
-  makeUniforms(u: { type: string; data: number[] }[]): GPUBindingResource;
+  makeUniforms(u: { type: string; data: number[] }[]): GPUBufferBinding;
 }
 
 const pipelines = new Map<string, GPUComputePipeline>();
@@ -404,7 +405,8 @@ const DIRECT_MAIN = `@compute @workgroup_size(${WG})
  * in order: tfjs's packing). Every tensor is marked as used by the pending commands, so tfjs defers freeing it
  * until they are submitted, as it does for its own. `threads` invocations, in a 2-D grid of WG-wide groups.
  */
-function directDispatch(key: string, code: () => string, tensors: tf.Tensor[], uniforms: { type: string; data: number[] }[], threads: number): void {
+function directDispatch(key: string, code: () => string, tensors: tf.Tensor[], uniforms: { type: string; data: number[] }[], threads: number,
+  stepScalars?: Record<number, string>): void {
   const be = tf.backend() as unknown as BackendInternals;
   let pipe = pipelines.get(key);
   if (!pipe) {
@@ -415,7 +417,10 @@ function directDispatch(key: string, code: () => string, tensors: tf.Tensor[], u
     be.uploadToGPU(t.dataId);
     return { binding: i, resource: { buffer: be.tensorMap.get(t.dataId)!.resource as GPUBuffer } };
   });
-  entries.push({ binding: tensors.length, resource: be.makeUniforms(uniforms) });
+  const u = be.makeUniforms(uniforms) as { buffer: GPUBuffer };
+  entries.push({ binding: tensors.length, resource: u });
+  // Scalars only, so uniform i is at byte 4 * i (tfjs's packing): a step capture rewrites these at each replay.
+  for (const [i, name] of Object.entries(stepScalars ?? {})) noteStepScalar(name, u.buffer, 4 * Number(i));
   const bindGroup = be.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
   const groups = Math.ceil(threads / WG);
   const x = Math.min(groups, 32768);
@@ -471,7 +476,7 @@ export function sgdStep(params: readonly tf.Variable[], buffers: readonly tf.Var
         { type: 'int32', data: [o.started ? 1 : 0] },
       ];
       const threads = Math.max(...group.map((i) => params[i]!.size));
-      directDispatch(`gnSgd_${flat ? 'flat' : 'tensors'}_${mom}_${n}`, () => sgdCode(n, !!flat, mom), tensors, uniforms, threads);
+      directDispatch(`gnSgd_${flat ? 'flat' : 'tensors'}_${mom}_${n}`, () => sgdCode(n, !!flat, mom), tensors, uniforms, threads, { [2 * n + 2]: 'lr' });
     }
   } finally {
     flat?.dispose();

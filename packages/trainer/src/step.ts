@@ -1,5 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
-import { computeGradients, countDispatches, type GoogLeNet } from '@googlenet/model';
+import {
+  captureWebgpuStep, computeGradients, countDispatches, diffRecordings, discardRecording, dropoutInputs, ReplayError, StepGraph,
+  type GoogLeNet, type WebgpuRecording,
+} from '@googlenet/model';
 import type { Batch } from '@googlenet/dataloader';
 import { readAllInto } from './host';
 import type { GradientReducer } from './reducer';
@@ -24,6 +27,10 @@ export interface StepResult {
   dispatches?: number;
   /** A profiled step (webgpu, `profile: true`): GPU time of the compute phase's kernels, total and busiest. */
   gpu?: { kernelMs: number; kernels: { name: string; ms: number; calls: number }[] };
+  /** webgpu: the step was a replay of a captured graph (no tfjs work on the host). */
+  replayed?: boolean;
+  /** A line for the log: graph replay started, or is off and why. */
+  note?: string;
 }
 
 export interface TrainStepOptions {
@@ -34,6 +41,8 @@ export interface TrainStepOptions {
   imageSize: number;
   seed: number;
   rank: number;
+  /** webgpu, one worker, one micro-batch: replay a captured step. Default: on unless GOOGLENET_WEBGPU_REPLAY=0. */
+  replay?: boolean;
 }
 
 interface GpuProfile {
@@ -41,7 +50,20 @@ interface GpuProfile {
   byName: Map<string, { ms: number; calls: number }>;
 }
 
+/** What one run() carries through its phases. */
+interface StepContext {
+  times: StepTimes;
+  dispatched: (() => number) | null;
+  d0: number;
+  gpu: GpuProfile | null;
+  /** Dispatches of the replayed graph, when the step was a replay. */
+  replayed?: number;
+  note?: string;
+}
+
 const EMPTY = new Float32Array(0);
+/** Normal steps before the first capture: the first compiles pipelines and starts the momentum buffers. */
+const WARM_STEPS = 1;
 
 /** Loss sum, top-1 correct, top-5 correct, samples: summed over micro-batches and ranks. */
 const M_LOSS = 0, M_TOP1 = 1, M_TOP5 = 2, M_COUNT = 3;
@@ -295,14 +317,10 @@ export class TrainStep {
     return result;
   }
 
-  /** Gradients then running statistics of one micro-batch (kept tensors) and its loss/accuracy figures. */
   /** Adds a micro-batch's [loss sum, top-1, top-5] to the step's metrics; frees `parts` too if the read fails. */
   private async addFigures(stats: tf.Tensor, parts: tf.Tensor[]): Promise<void> {
     try {
-      const f = (await stats.data()) as Float32Array;
-      this.metrics[M_LOSS] += f[0]!;
-      this.metrics[M_TOP1] += f[1]!;
-      this.metrics[M_TOP5] += f[2]!;
+      this.addFigureValues((await stats.data()) as Float32Array);
     } catch (err) {
       tf.dispose(parts);
       throw err;
@@ -311,19 +329,30 @@ export class TrainStep {
     }
   }
 
-  private async microBatch(batch: Batch, dropoutSeed: number, gpu: GpuProfile | null): Promise<{ stats: tf.Tensor; parts: tf.Tensor[] }> {
+  private addFigureValues(f: Float32Array): void {
+    this.metrics[M_LOSS] += f[0]!;
+    this.metrics[M_TOP1] += f[1]!;
+    this.metrics[M_TOP5] += f[2]!;
+  }
+
+  /** [figures (loss sum, top-1, top-5), ...gradients, ...running statistics] of one micro-batch, synchronously. */
+  private compute(batch: Batch, dropoutSeed: number): tf.Tensor[] {
     const { batchSize, imageSize, auxWeight } = this.opts;
-    const compute = () => tf.tidy(() => {
+    return tf.tidy(() => {
       const x = tf.tensor4d(batch.images, [batchSize, imageSize, imageSize, 3]);
       const y = tf.tensor1d(batch.labels, 'int32');
       const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed });
       const figures = tf.stack([tf.mul(r.loss, batch.size), ...correctCounts(r.logits, y, this.topK)]);
       return [figures, ...r.grads, ...r.runningStats];
     });
+  }
+
+  /** Gradients then running statistics of one micro-batch (kept tensors) and its figures; profiled when `gpu`. */
+  private async microBatch(batch: Batch, dropoutSeed: number, gpu: GpuProfile | null): Promise<{ stats: tf.Tensor; parts: tf.Tensor[] }> {
     let out: tf.Tensor[] = [];
     if (gpu) {
       // tf.time on webgpu puts a timestamp query around every dispatch: exact per-kernel GPU time, slower step.
-      const t = await tf.time(() => { out = compute(); }) as tf.TimingInfo & { getExtraProfileInfo?: () => string };
+      const t = await tf.time(() => { out = this.compute(batch, dropoutSeed); }) as tf.TimingInfo & { getExtraProfileInfo?: () => string };
       gpu.kernelMs += t.kernelMs as number;
       for (const item of (t.getExtraProfileInfo?.() ?? '').split(', ').filter(Boolean)) {
         const cut = item.lastIndexOf(': ');
@@ -333,7 +362,7 @@ export class TrainStep {
         gpu.byName.set(item.slice(0, cut), e);
       }
     } else {
-      out = compute();
+      out = this.compute(batch, dropoutSeed);
     }
     const [stats, ...parts] = out;
     return { stats: stats!, parts };
