@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GoogLeNet, selectBackend } from '@googlenet/model';
 import { Sgd } from './optim';
 import {
-  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, decodeCheckpoint, encodeCheckpoint, findResumeCheckpoint, restoreCheckpoint, writeCheckpoint, type CheckpointMeta,
+  CHECKPOINT_FORMAT, CHECKPOINT_VERSION, decodeCheckpoint, encodeCheckpoint, findResumeCheckpoint, removeStaleTemps, restoreCheckpoint, writeCheckpoint,
+  type CheckpointMeta,
 } from './checkpoint';
 import { TrainerError } from './errors';
 
@@ -77,6 +78,28 @@ describe('checkpoints', () => {
     const bytes = await encodeCheckpoint(model, sgd, { ...meta(1), version: 99 });
     expect(() => decodeCheckpoint(bytes, 'x.ckpt')).toThrow(expect.objectContaining({ code: 'CHECKPOINT_VERSION' }));
     expect(() => decodeCheckpoint(new Uint8Array([1, 2, 3]), 'y.ckpt')).toThrow(expect.objectContaining({ code: 'CHECKPOINT_CORRUPT' }));
+  });
+
+  it('a checkpoint without optimizer metadata is CHECKPOINT_CORRUPT, not a TypeError', async () => {
+    const { optimizer: _, ...noOptimizer } = meta(2);
+    const bytes = await encodeCheckpoint(model, sgd, noOptimizer as CheckpointMeta);
+    const load = () => restoreCheckpoint(decodeCheckpoint(bytes, 'old.ckpt'), model, sgd, 'old.ckpt');
+    expect(load).toThrow(expect.objectContaining({ code: 'CHECKPOINT_CORRUPT', message: expect.stringMatching(/old\.ckpt: metadata lacks the optimizer state/) }));
+    const noSeeds = await encodeCheckpoint(model, sgd, { ...meta(2), seeds: undefined } as unknown as CheckpointMeta);
+    expect(() => decodeCheckpoint(noSeeds, 'x.ckpt')).toThrow(expect.objectContaining({ code: 'CHECKPOINT_CORRUPT' }));
+  });
+
+  it('removes the temp files of writers that died mid-write and keeps those of live writers', async () => {
+    const dir = tmp();
+    await writeCheckpoint(dir, 2, await encodeCheckpoint(model, sgd, meta(2)), { keep: 3 });
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    const ckpts = path.join(dir, 'checkpoints');
+    fs.writeFileSync(path.join(ckpts, `step-00000004.ckpt.tmp-${dead}`), 'half a checkpoint');
+    fs.writeFileSync(path.join(ckpts, `step-00000006.ckpt.tmp-${process.pid}`), 'being written');
+    const removed = await removeStaleTemps(dir);
+    expect(removed.map((f) => path.basename(f))).toEqual([`step-00000004.ckpt.tmp-${dead}`]);
+    expect(fs.readdirSync(ckpts).sort()).toEqual(['step-00000002.ckpt', `step-00000006.ckpt.tmp-${process.pid}`]);
+    expect(await removeStaleTemps(tmp())).toEqual([]);
   });
 
   it('a failed write (disk full) throws CHECKPOINT_WRITE_FAILED and leaves the previous checkpoint loadable', async () => {

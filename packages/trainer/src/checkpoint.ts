@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { decodeSafetensors, encodeSafetensors, loadStateDict, stateDict, type GoogLeNet, type HostTensor } from '@googlenet/model';
@@ -71,6 +72,14 @@ export function decodeCheckpoint(bytes: Uint8Array, file: string): DecodedCheckp
   if (!Number.isInteger(meta.step) || meta.step < 0 || !meta.sampler) {
     throw new TrainerError('CHECKPOINT_CORRUPT', `${file}: metadata lacks a valid step or sampler state`);
   }
+  // Restoring reads these fields; a file without them must fail here, as a checkpoint error, not later as a TypeError.
+  const opt = meta.optimizer as Partial<CheckpointMeta['optimizer']> | undefined;
+  if (!opt || typeof opt !== 'object' || opt.type !== 'sgd' || typeof opt.started !== 'boolean') {
+    throw new TrainerError('CHECKPOINT_CORRUPT', `${file}: metadata lacks the optimizer state (optimizer.type "sgd", optimizer.started); it was not written by this trainer: resume from another checkpoint or start a fresh run`);
+  }
+  if (!meta.config || typeof meta.config !== 'object' || !meta.seeds || !Number.isInteger(meta.seeds.seed)) {
+    throw new TrainerError('CHECKPOINT_CORRUPT', `${file}: metadata lacks the run's config or seeds; resume from another checkpoint or start a fresh run`);
+  }
   const weights = new Map<string, HostTensor>();
   const momentum = new Map<string, HostTensor>();
   for (const [name, t] of decoded.tensors) {
@@ -100,7 +109,10 @@ export function restoreCheckpoint(ckpt: DecodedCheckpoint, model: GoogLeNet, sgd
 
 /** Where checkpoints of a run folder live. */
 export const checkpointDir = (runDir: string) => path.join(runDir, 'checkpoints');
-const fileFor = (dir: string, step: number) => path.join(dir, `step-${String(step).padStart(8, '0')}.ckpt`);
+/** The file name of step `step`'s checkpoint: the same on every machine, so ranks can name it to each other. */
+export const checkpointName = (step: number) => `step-${String(step).padStart(8, '0')}.ckpt`;
+const fileFor = (dir: string, step: number) => path.join(dir, checkpointName(step));
+const TEMP = /^step-\d+\.ckpt\.tmp-(\d+)$/;
 
 /** Hooks for the file system calls, so tests can inject a full disk without one. */
 export interface CheckpointFs {
@@ -182,14 +194,24 @@ async function pruneCheckpoints(dir: string, keep: number): Promise<void> {
   for (const c of all.slice(0, Math.max(0, all.length - keep))) await fs.rm(c.file, { force: true });
 }
 
+/** A checkpoint chosen for resuming, with the sha256 of its bytes (how ranks check they hold the same one). */
+export interface ResumePoint {
+  file: string;
+  ckpt: DecodedCheckpoint;
+  sha256: string;
+}
+
+/** Reads, hashes and validates one checkpoint file. */
+export async function readCheckpointFile(file: string): Promise<ResumePoint> {
+  const bytes = new Uint8Array(await fs.readFile(file));
+  return { file, ckpt: decodeCheckpoint(bytes, file), sha256: createHash('sha256').update(bytes).digest('hex') };
+}
+
 /**
  * Resolves `--resume` (a run folder or a .ckpt file) to the newest checkpoint that validates; a corrupt
  * newest file is reported through `warn` and the one before it is used.
  */
-export async function findResumeCheckpoint(
-  resume: string,
-  warn: (line: string) => void,
-): Promise<{ file: string; ckpt: DecodedCheckpoint }> {
+export async function findResumeCheckpoint(resume: string, warn: (line: string) => void): Promise<ResumePoint> {
   const stat = await fs.stat(resume).catch(() => undefined);
   if (!stat) throw new TrainerError('RESUME_NOT_FOUND', `--resume=${resume} does not exist: give a run folder or a .ckpt file`);
   const candidates = stat.isDirectory() ? (await listCheckpoints(checkpointDir(resume))).reverse().map((c) => c.file) : [resume];
@@ -197,7 +219,7 @@ export async function findResumeCheckpoint(
   let lastError: unknown;
   for (const file of candidates) {
     try {
-      return { file, ckpt: decodeCheckpoint(new Uint8Array(await fs.readFile(file)), file) };
+      return await readCheckpointFile(file);
     } catch (e) {
       lastError = e;
       if (!stat.isDirectory()) break;
@@ -212,3 +234,30 @@ export async function latestCheckpointFile(runDir: string): Promise<string | und
   return (await listCheckpoints(checkpointDir(runDir))).at(-1)?.file;
 }
 
+/** Whether a process with this id runs on this machine (EPERM: it does, under another user). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the `*.tmp-PID` files that checkpoint writers killed mid-write leave behind: those whose PID is no
+ * longer alive on this machine. A live PID may be a writer still at work, so its file stays. Returns the
+ * removed paths.
+ */
+export async function removeStaleTemps(runDir: string, isAlive: (pid: number) => boolean = pidAlive): Promise<string[]> {
+  const dir = checkpointDir(runDir);
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMP.exec(name);
+    if (!m || isAlive(Number(m[1]))) continue;
+    await fs.rm(path.join(dir, name), { force: true });
+    removed.push(path.join(dir, name));
+  }
+  return removed;
+}

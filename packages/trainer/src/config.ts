@@ -5,6 +5,7 @@ import { TrainerError } from './errors';
 import { parseFlags, helpText, type FlagSpec } from './flags';
 import { discoverGpus } from './devices';
 import type { LrScheduleName } from './schedule';
+import { parseResumeOverride } from './resume-check';
 
 /** The train command's flags. The table is the single source for parsing, validation and --help. */
 export const TRAIN_FLAGS = {
@@ -41,6 +42,7 @@ export const TRAIN_FLAGS = {
   'checkpoint-every': { type: 'int', min: 0, default: 0, help: 'checkpoint every N steps (always at each epoch end; 0: epoch ends only)' },
   keep: { type: 'int', min: 1, default: 3, help: 'checkpoints to keep' },
   resume: { type: 'string', help: 'resume from a run folder or a checkpoint file' },
+  'resume-override': { type: 'string', help: 'settings a --resume may change (comma-separated flag names, or all); others must match the checkpoint' },
   'max-restarts': { type: 'int', min: 0, default: 0, help: 'restarts from the last checkpoint after a worker failure' },
   'round-timeout': { type: 'number', min: 0.1, default: 30, help: 'seconds a gradient round may wait for the slowest worker' },
   coordinator: { type: 'string', help: 'ws[s]://HOST:PORT of a running coordinator (multi-node); default: start one' },
@@ -96,6 +98,8 @@ export interface TrainConfig {
   checkpointEvery: number;
   keep: number;
   resume?: string;
+  /** Settings (flag names, or 'all') that a resume may change from the checkpoint's run (resume-check.ts). */
+  resumeOverride: string[];
   maxRestarts: number;
   roundTimeout: number;
   coordinator?: string;
@@ -185,6 +189,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     checkpointEvery: f.checkpointEvery as number,
     keep: f.keep as number,
     resume: f.resume === undefined ? undefined : path.resolve(String(f.resume)),
+    resumeOverride: parseResumeOverride(f.resumeOverride as string | undefined),
     maxRestarts: f.maxRestarts as number,
     roundTimeout: f.roundTimeout as number,
     coordinator: f.coordinator as string | undefined,

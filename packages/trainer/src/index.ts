@@ -7,11 +7,12 @@ export { Sgd, type SgdOptions } from './optim';
 export { LocalReducer, CoordinatorReducer, type GradientReducer } from './reducer';
 export { TrainStep, correctCounts, type StepTimes, type StepResult, type TrainStepOptions } from './step';
 export {
-  encodeCheckpoint, decodeCheckpoint, restoreCheckpoint, writeCheckpoint, findResumeCheckpoint, latestCheckpointFile,
-  checkpointDir, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type CheckpointMeta, type DecodedCheckpoint, type CheckpointFs,
+  encodeCheckpoint, decodeCheckpoint, restoreCheckpoint, writeCheckpoint, findResumeCheckpoint, latestCheckpointFile, readCheckpointFile,
+  removeStaleTemps, checkpointDir, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type CheckpointMeta, type DecodedCheckpoint, type CheckpointFs, type ResumePoint,
 } from './checkpoint';
+export { checkResumeConfig, RESUME_KEYS, type ResumeCheck } from './resume-check';
 export { runWorker, evaluate, weightsDigest, summaryLines, type RunSummary, type EvalResult, type WorkerIo } from './worker';
 export { runIdOf } from './run-id';
-export { launch, type LaunchIo } from './launcher';
+export { launch, type LaunchIo, type LaunchOptions } from './launcher';
 export { renderChart, type ChartData } from './chart';
 export { readInto } from './host';

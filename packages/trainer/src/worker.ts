@@ -12,13 +12,15 @@ import { Sgd } from './optim';
 import { learningRate } from './schedule';
 import { CoordinatorReducer, LocalReducer, type GradientReducer } from './reducer';
 import { correctCounts, TrainStep, type StepTimes } from './step';
-import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, encodeCheckpoint, findResumeCheckpoint, restoreCheckpoint, writeCheckpoint, type CheckpointMeta, type DecodedCheckpoint } from './checkpoint';
+import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, encodeCheckpoint, removeStaleTemps, restoreCheckpoint, writeCheckpoint, type CheckpointMeta, type ResumePoint } from './checkpoint';
+import { agreeOnResume, localResumePoint } from './resume';
+import { checkResumeConfig } from './resume-check';
 import { Progress, formatDuration } from './progress';
 import { renderChart } from './chart';
 import { readAllInto, readFloats } from './host';
 import { runIdOf } from './run-id';
-import { TensorBoardWriter } from './tensorboard';
 import { deviceNote, GPU_ENV, pinThisProcess } from './devices';
+import { TensorBoardWriter } from './tensorboard';
 
 /** Where a worker's words go. Rank 0 talks to the user; every rank keeps a log. */
 export interface WorkerIo {
@@ -36,7 +38,12 @@ export interface EvalResult {
 }
 
 export interface RunSummary {
+  /** The run's last step (its target, from --steps or --epochs). */
   steps: number;
+  /** Optimizer steps this process actually ran, counted (fewer than `steps` after a resume). */
+  stepsRun: number;
+  /** The checkpoint step this process resumed from (0: from scratch). */
+  startStep: number;
   epochs: number;
   backend: BackendInfo['name'];
   worldSize: number;
@@ -82,19 +89,29 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
     await fs.writeFile(path.join(cfg.out, 'config.json'), JSON.stringify(publicConfig(cfg), null, 2) + '\n');
   }
 
-  let resumed: { file: string; ckpt: DecodedCheckpoint } | undefined;
-  if (cfg.resume) {
-    resumed = await findResumeCheckpoint(cfg.resume, say);
-    say(`resuming from ${resumed.file} at step ${resumed.ckpt.meta.step}`);
+  if (lead) {
+    // Rank 0 is the only checkpoint writer: temp files of dead writers are leftovers of a kill mid-write.
+    for (const f of await removeStaleTemps(cfg.out)) say(`removed ${f}, left by a checkpoint writer that died mid-write`);
   }
+  // Checks a checkpoint's settings against this run's (RESUME_CONFIG_CHANGED) and says what it allowed.
+  const samplerOf = (p: ResumePoint) => {
+    const check = checkResumeConfig(p.ckpt.meta, publicConfig(cfg), id.worldSize, cfg.resumeOverride ?? [], p.file);
+    for (const line of check.overridden) say(`resume: ${line} (allowed by --resume-override)`);
+    for (const line of check.notes) say(line);
+    say(`resuming from ${p.file} at step ${p.ckpt.meta.step}`);
+    return check.sampler;
+  };
+  let resumed = await localResumePoint(cfg, id.rank, say);
+  let sampler = resumed && samplerOf(resumed);
 
   const slots = id.worldSize * cfg.accumulate;
-  const loader = await createDataLoader({
+  const openLoader = (state: LoaderState | undefined) => createDataLoader({
     dataset: cfg.dataset, dataDir: cfg.dataDir, split: 'train', imageSize: cfg.imageSize, batchSize: cfg.batchSize,
     rank: id.rank, worldSize: id.worldSize, accumulate: cfg.accumulate, seed: cfg.seed,
     shuffle: true, augment: cfg.augment, pad: true, threads: cfg.decodeThreads, onBadSample: 'skip',
-    state: resumed?.ckpt.meta.sampler, syntheticSize: cfg.syntheticSize,
+    state, syntheticSize: cfg.syntheticSize,
   });
+  let loader = await openLoader(sampler);
   const stepsPerEpoch = loader.batchesPerEpoch;
   const totalSteps = cfg.steps ?? (cfg.epochs ?? 2) * stepsPerEpoch;
   say(`data: ${cfg.dataset} ${loader.datasetSize} training samples, ${loader.numClasses} classes; ${slots} slot(s) x batch ${cfg.batchSize} = ${slots * cfg.batchSize} samples/step; ${stepsPerEpoch} steps/epoch; ${totalSteps} steps`);
@@ -124,6 +141,15 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
     await Promise.allSettled([reducer.close(), loader.close()]);
   };
   try {
+    // Every rank resumes from rank 0's checkpoint (its step and sampler position), not its own newest.
+    const agreed = await agreeOnResume(reducer, id.rank, resumed, cfg, say);
+    if (agreed !== resumed) {
+      resumed = agreed;
+      sampler = resumed && samplerOf(resumed);
+      if (resumed) restoreCheckpoint(resumed.ckpt, model, sgd, resumed.file);
+      await loader.close();
+      loader = await openLoader(sampler);
+    }
     // Every rank starts from rank 0's exact state, whatever it initialised or loaded.
     await broadcastState(reducer, model, sgd);
 
@@ -151,6 +177,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
     const startStep = resumed?.ckpt.meta.step ?? 0;
     const started = performance.now();
     let samples = 0;
+    let stepsRun = 0;
     let trainMs = 0;
     let tensorsFirst = -1;
     let lastTrain: { loss: number; top1: number } | undefined;
@@ -188,6 +215,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
       trainMs += wall;
       for (const k of Object.keys(times) as (keyof StepTimes)[]) times[k] += r.times[k];
       samples += r.samples;
+      stepsRun++;
       const done = step + 1;
       if (tensorsFirst < 0) tensorsFirst = tf.memory().numTensors;
       lastTrain = { loss: r.loss, top1: r.top1 };
@@ -224,7 +252,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
     // Every rank must hold bit-identical weights; the digest in each rank's log lets anyone check.
     say(`[rank ${id.rank}] weights sha256: ${await weightsDigest(model)}`);
     const summary: RunSummary = {
-      steps: totalSteps, epochs: totalSteps / stepsPerEpoch, backend: backend.name, worldSize: id.worldSize, seconds,
+      steps: totalSteps, stepsRun, startStep, epochs: totalSteps / stepsPerEpoch, backend: backend.name, worldSize: id.worldSize, seconds,
       imgPerSec: (samples / Math.max(1e-9, trainMs)) * 1000, finalTrain: lastTrain, finalEval: lastEval, times,
       numTensors: { first: tensorsFirst, last: tf.memory().numTensors }, checkpointFailures, outDir: cfg.out,
     };

@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { decodeSafetensors } from '@googlenet/model';
+import { decodeSafetensors, encodeSafetensors } from '@googlenet/model';
+import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, type CheckpointMeta } from '../src/checkpoint';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const tsx = path.join(repoRoot, 'node_modules', '.bin', 'tsx');
@@ -109,4 +110,20 @@ export async function waitFor(cond: () => boolean, ms: number, what: string): Pr
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Writes `<runDir>/checkpoints/step-N.ckpt` holding only metadata, which is all that choosing and validating a
+ * checkpoint reads (restoring would need tensors). `tag` makes files of the same step differ.
+ */
+export function writeMetaOnlyCheckpoint(runDir: string, step: number, tag = ''): string {
+  const meta: CheckpointMeta = {
+    format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, epoch: 0,
+    sampler: { version: 1, seed: 0, epoch: 0, position: step, worldSize: 1, accumulate: 1, dataset: 'synthetic' },
+    optimizer: { type: 'sgd', started: true, momentum: 0.9, weightDecay: 0, layout: 'tfjs' }, config: {}, seeds: { seed: 0 }, createdAt: `then${tag}`,
+  };
+  const file = path.join(runDir, 'checkpoints', `step-${String(step).padStart(8, '0')}.ckpt`);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, encodeSafetensors(new Map(), { checkpoint: JSON.stringify(meta) }));
+  return file;
 }

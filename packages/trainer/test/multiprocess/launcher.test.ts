@@ -2,11 +2,10 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeSafetensors } from '@googlenet/model';
 import { launch, type LaunchIo } from '../../src/launcher';
 import { resolveTrainConfig, type TrainConfig } from '../../src/config';
-import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, findResumeCheckpoint, type CheckpointMeta } from '../../src/checkpoint';
-import { tempDir, waitFor } from '../helpers';
+import { findResumeCheckpoint } from '../../src/checkpoint';
+import { tempDir, waitFor, writeMetaOnlyCheckpoint } from '../helpers';
 
 // The launcher supervises stand-in workers (fixtures/fake-worker.mjs) here: what is tested is its restart
 // and signal logic, which needs processes but not training.
@@ -39,17 +38,6 @@ const alive = (pid: number) => {
     return false;
   }
 };
-
-/** A checkpoint file whose metadata validates (the launcher and the resume lookup read no tensors). */
-function writeMetaOnlyCheckpoint(runDir: string, step: number): void {
-  const meta: CheckpointMeta = {
-    format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, epoch: 0,
-    sampler: { version: 1, seed: 0, epoch: 0, position: step, worldSize: 1, accumulate: 1, dataset: 'synthetic' },
-    optimizer: { type: 'sgd', started: true, momentum: 0.9, weightDecay: 0, layout: 'tfjs' }, config: {}, seeds: { seed: 0 }, createdAt: 'then',
-  };
-  fs.mkdirSync(path.join(runDir, 'checkpoints'), { recursive: true });
-  fs.writeFileSync(path.join(runDir, 'checkpoints', `step-${String(step).padStart(8, '0')}.ckpt`), encodeSafetensors(new Map(), { checkpoint: JSON.stringify(meta) }));
-}
 
 describe('launcher restarts and signals', () => {
   it('a SIGTERM that arrives between restart attempts starts no next attempt', async () => {
