@@ -32,6 +32,16 @@ describe('selectBackend', () => {
     expect(r.stdout).toContain('--backend=wasm');
   });
 
+  it('keeps Dawn\'s and the loader\'s raw warnings (C++ source paths) out of the output: their words are in the backend line only', () => {
+    const code = `import { selectBackend } from ${JSON.stringify(fileURLToPath(new URL('./backend.ts', import.meta.url)))};` +
+      'selectBackend("auto").then((i) => console.log(i.line));';
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code],
+      { encoding: 'utf8', env: { ...process.env, VK_DRIVER_FILES: '/nonexistent/icd.json', VK_ICD_FILENAMES: '/nonexistent/icd.json' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/Warning:|\.cpp:\d+/);
+    expect(r.stdout).toMatch(/^backend: wasm \(tfjs-node-gpu: not installed; webgpu: no WebGPU adapter: .*(vkCreateInstance|Couldn't load Vulkan).*; tfjs-node: not installed\)\n$/);
+  });
+
   it('an adapter name that matches nothing is Dawn\'s error listing the adapters it has', () => {
     const code = `import { selectBackend } from ${JSON.stringify(fileURLToPath(new URL('./backend.ts', import.meta.url)))};` +
       'selectBackend("webgpu").then(() => console.log("SELECTED"), (e) => console.log(e.code + " " + e.message));';

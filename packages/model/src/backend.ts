@@ -113,25 +113,39 @@ export function describeAdapter(a: AdapterInfo): string {
   return [a.vendor || 'unknown vendor', JSON.stringify(a.description || a.device), pinned, a.software ? 'software' : ''].filter(Boolean).join(', ');
 }
 
-/**
- * Why Dawn found no adapter, in Dawn's and the Vulkan loader's words: they print to the process's stderr
- * and requestAdapter() only resolves null, so the probe is rerun in a child process that captures them.
- */
-function dawnDiagnosis(): string {
-  let entry: string;
-  try {
-    entry = createRequire(import.meta.url).resolve('webgpu');
-  } catch {
-    return 'the webgpu package cannot be resolved for a probe';
-  }
-  const code = `const { create } = await import(${JSON.stringify(entry)});` +
-    'const a = await create([]).requestAdapter(); console.log(a ? "adapter found" : "no adapter");';
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
-  const said = `${r.stderr ?? ''}\n${r.stdout ?? ''}`.split('\n').map((l) => l.trim())
-    .filter((l) => l && !/^at |^- While|^no adapter$/.test(l)).slice(0, 4).join(' | ');
-  return `${said || 'Dawn said nothing'} (a GPU with a Vulkan driver and the loader libvulkan1 are needed; ` +
-    'VK_DRIVER_FILES may point at the driver\'s ICD json)';
+/** What a Dawn instance in a child process found: its adapter, or why none (Dawn's and the loader's words). */
+interface DawnProbe {
+  adapter: DawnAdapter | null;
+  /** Dawn rejected the request (it does, listing the adapters it has, when adapter= matches none). */
+  rejected?: string;
+  /** Everything Dawn and the Vulkan loader printed, in one line. */
+  said: string;
 }
+
+/**
+ * Asks Dawn for an adapter in a child process. Dawn and the Vulkan loader print their warnings (with C++
+ * source paths) straight to the process's stderr, once per process, and requestAdapter() only resolves null:
+ * probing in a child keeps those lines out of every rank's output and puts them in the backend line instead.
+ * So this process creates its own Dawn instance only once the child has found an adapter it will use.
+ */
+function probeDawn(entry: string, flags: string[]): DawnProbe {
+  const MARK = 'GOOGLENET_DAWN_PROBE ';
+  const code = `const { create } = await import(${JSON.stringify(entry)});` +
+    `const out = await create(${JSON.stringify(flags)}).requestAdapter({ powerPreference: 'high-performance' }).then(` +
+    '(a) => ({ adapter: a && { info: { vendor: a.info.vendor, architecture: a.info.architecture, ' +
+    'device: a.info.device, description: a.info.description }, isFallbackAdapter: a.isFallbackAdapter } }),' +
+    '(e) => ({ adapter: null, rejected: String(e?.message ?? e) }));' +
+    `console.log(${JSON.stringify(MARK)} + JSON.stringify(out)); process.exit(0);`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
+  const lines = `${r.stderr ?? ''}\n${r.stdout ?? ''}`.split('\n').map((l) => l.trim());
+  const result = lines.find((l) => l.startsWith(MARK));
+  const said = lines.filter((l) => l && !l.startsWith(MARK) && !/^at |^- While/.test(l)).slice(0, 4)
+    .map((l) => l.replace(/^Warning: /, '')).join(' | ');
+  if (!result) return { adapter: null, said: said || `the probe failed (${r.error?.message ?? `status ${r.status}`})` };
+  return { ...(JSON.parse(result.slice(MARK.length)) as Omit<DawnProbe, 'said'>), said };
+}
+
+const NO_ADAPTER_HINT = '(a GPU with a Vulkan driver and the loader libvulkan1 are needed; VK_DRIVER_FILES may point at the driver\'s ICD json)';
 
 /** Loads and activates one candidate, or throws Unavailable with the reason. */
 const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | void>> = {
@@ -162,6 +176,13 @@ const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | vo
       // Raw flags for Dawn's Node binding, space-separated (e.g. "enable-dawn-features=skip_validation").
       ...(process.env.GOOGLENET_DAWN_FLAGS ?? '').split(/\s+/).filter(Boolean),
     ];
+    const probe = probeDawn(createRequire(import.meta.url).resolve('webgpu'), flags);
+    if (probe.rejected !== undefined) throw new Unavailable(`Dawn: ${probe.rejected.replace(/\n/g, ' ')}`);
+    if (!probe.adapter) throw new Unavailable(`no WebGPU adapter: ${probe.said || 'Dawn said nothing'} ${NO_ADAPTER_HINT}`);
+    if (adapterInfo(probe.adapter).software && mode === 'auto') {
+      const info: AdapterInfo = { ...adapterInfo(probe.adapter), ...(pinned ? { pinned: { pci: pinned.pci!, name: pinned.name } } : {}) };
+      throw new Unavailable(`only a software adapter (${describeAdapter(info)}), slower than wasm; --backend=webgpu uses it anyway`);
+    }
     const gpu = create(flags) as { requestAdapter(o?: object): Promise<DawnAdapter | null> };
     let adapter: DawnAdapter | null;
     try {
@@ -170,7 +191,7 @@ const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | vo
       // Dawn rejects (listing the adapters it has) when adapter= matches none of them.
       throw new Unavailable(`Dawn: ${String((e as Error)?.message ?? e).replace(/\n/g, ' ')}`);
     }
-    if (!adapter) throw new Unavailable(`no WebGPU adapter: ${dawnDiagnosis()}`);
+    if (!adapter) throw new Unavailable(`no WebGPU adapter in this process, though a probe found ${describeAdapter(adapterInfo(probe.adapter))}: ${probe.said} ${NO_ADAPTER_HINT}`);
     const info: AdapterInfo = { ...adapterInfo(adapter), ...(pinned ? { pinned: { pci: pinned.pci!, name: pinned.name } } : {}) };
     if (info.software && mode === 'auto') {
       throw new Unavailable(`only a software adapter (${describeAdapter(info)}), slower than wasm; --backend=webgpu uses it anyway`);
