@@ -31,6 +31,12 @@ const STAGE = path.join(root, 'tmp', 'gpu-pack');
 const APP = path.join(STAGE, 'app');
 const LIMIT = 64 * 1024 * 1024;
 const DEBS = ['libvulkan1', 'libglvnd0', 'libegl1', 'libgl1', 'libglx0', 'libopengl0', 'libgles2'];
+/** Mesa's device-select Vulkan layer (one .so and its manifest out of the 11 MB mesa-vulkan-drivers) and the
+ * libraries it links, which a CUDA image without Mesa may lack: gpu-run.sh's devsel stage uses them. */
+const LAYER_DEB = 'mesa-vulkan-drivers';
+const LAYER_SO = 'libVkLayer_MESA_device_select.so';
+const LAYER_JSON = 'VkLayer_MESA_device_select.json';
+const LAYER_DEP_DEBS = ['libxcb1', 'libxcb-dri3-0', 'libwayland-client0', 'libdrm2', 'libxau6', 'libxdmcp6', 'libffi8', 'libbsd0', 'libmd0'];
 
 /** Each bundle: output path inside app/ (without .mjs) -> entry. The launcher starts cli/worker.mjs and
  * cli/coordinator.mjs beside its own folder when GOOGLENET_*_ENTRY are unset (launcher.ts `entry()`). */
@@ -135,6 +141,65 @@ function downloadDebs() {
   for (const d of DEBS) if (!got.some((f) => f.startsWith(`${d}_`))) fail(`no ${d}_*.deb after apt-get download`);
 }
 
+/** NEEDED entries of an ELF file (objdump -p). */
+function needed(file) {
+  const r = spawnSync('objdump', ['-p', file], { encoding: 'utf8' });
+  if (r.status !== 0) fail(`objdump -p ${file} failed (binutils, which g++ brings): ${r.stderr || r.error?.message}`);
+  return [...r.stdout.matchAll(/^\s*NEEDED\s+(\S+)/gm)].map((m) => m[1]);
+}
+
+/**
+ * .gpu/device-select.tar.xz: device-select/ with share/vulkan/implicit_layer.d/<manifest> (library_path made
+ * relative to the manifest, so the tree works wherever it is unpacked and XDG_DATA_DIRS names its share/), lib/<layer>
+ * and lib/deps/ (every library the layer needs, transitively, except glibc's; gpu-run.sh links only those the
+ * device lacks). From apt-get download: the installed mesa-vulkan-drivers version, the one this machine's tests use.
+ */
+function packDeviceSelect() {
+  const debs = path.join(STAGE, 'device-select-debs');
+  const root = path.join(STAGE, 'device-select-root');
+  const out = path.join(STAGE, 'device-select');
+  for (const d of [debs, root, path.join(out, 'lib', 'deps'), path.join(out, 'share', 'vulkan', 'implicit_layer.d')]) fs.mkdirSync(d, { recursive: true });
+  const installed = spawnSync('dpkg-query', ['-W', '-f=${Version}', LAYER_DEB], { encoding: 'utf8' });
+  const layerDeb = installed.status === 0 && installed.stdout.trim() ? `${LAYER_DEB}=${installed.stdout.trim()}` : LAYER_DEB;
+  const r = spawnSync('apt-get', ['download', layerDeb, ...LAYER_DEP_DEBS], { cwd: debs, encoding: 'utf8' });
+  if (r.status !== 0) fail(`apt-get download ${layerDeb} ${LAYER_DEP_DEBS.join(' ')} failed: ${(r.stderr || r.error?.message || '').trim()}`);
+  for (const f of fs.readdirSync(debs).filter((f) => f.endsWith('.deb'))) run('dpkg-deb', ['-x', path.join(debs, f), root]);
+  const libDirs = ['usr/lib/x86_64-linux-gnu', 'lib/x86_64-linux-gnu'].map((d) => path.join(root, d));
+  const find = (name) => libDirs.map((d) => path.join(d, name)).find((f) => fs.existsSync(f));
+  const so = find(LAYER_SO);
+  const manifest = path.join(root, 'usr/share/vulkan/implicit_layer.d', LAYER_JSON);
+  if (!so || !fs.existsSync(manifest)) fail(`${LAYER_DEB}'s .deb has no ${LAYER_SO} or ${LAYER_JSON}: the layer moved; update tools/gpu-pack.mjs`);
+  fs.copyFileSync(so, path.join(out, 'lib', LAYER_SO));
+  const json = JSON.parse(fs.readFileSync(manifest, 'utf8'));
+  json.layer.library_path = `../../../lib/${LAYER_SO}`; // the loader resolves a path with a slash from the manifest's folder
+  fs.writeFileSync(path.join(out, 'share', 'vulkan', 'implicit_layer.d', LAYER_JSON), JSON.stringify(json, null, 2) + '\n');
+  // The closure of NEEDED libraries, glibc's own excepted (the device has a glibc; the layer needs GLIBC_2.33).
+  const glibc = /^(libc|libm|libdl|libpthread|librt|ld-linux-x86-64)\.so/;
+  const todo = needed(so);
+  const shipped = new Set();
+  while (todo.length) {
+    const lib = todo.shift();
+    if (glibc.test(lib) || shipped.has(lib)) continue;
+    const f = find(lib);
+    if (!f) fail(`${LAYER_SO} needs ${lib}, which none of ${LAYER_DEP_DEBS.join(', ')} ships: add its package to LAYER_DEP_DEBS`);
+    fs.copyFileSync(fs.realpathSync(f), path.join(out, 'lib', 'deps', lib));
+    shipped.add(lib);
+    todo.push(...needed(f));
+  }
+  console.log(`${LAYER_SO} (${layerDeb}) with ${[...shipped].join(', ')}`);
+  run('tar', ['cf', path.join(GPU, 'device-select.tar.xz'), '-I', 'xz -T2 -6', '-C', STAGE, 'device-select']);
+  // The packed layer must load and list this machine's devices (lavapipe here) with only its own libraries.
+  const probe = "const { create } = await import('webgpu'); await create([]).requestAdapter();";
+  // Only the packed layer's folder on the loader's search path, so the drivers are named directly.
+  const icds = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d'].flatMap((d) => (fs.existsSync(d) ? fs.readdirSync(d).map((f) => path.join(d, f)) : []));
+  const env = { ...process.env, MESA_VK_DEVICE_SELECT: 'list', XDG_DATA_DIRS: path.join(out, 'share'), XDG_CONFIG_DIRS: '/nonexistent',
+    LD_LIBRARY_PATH: path.join(out, 'lib', 'deps'), VK_DRIVER_FILES: process.env.VK_DRIVER_FILES ?? icds.join(':') };
+  const p = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { cwd: APP, env, encoding: 'utf8', timeout: 60_000 });
+  const listing = (p.stderr || '').split('\n').filter((l) => /^selectable devices:|^\s+GPU \d+:/.test(l));
+  if (!listing.length) console.log(`note: the packed layer listed nothing here (no Vulkan device, or it did not load): ${(p.stderr || '').trim().split('\n').slice(0, 3).join(' | ')}`);
+  else console.log(`packed layer, MESA_VK_DEVICE_SELECT=list here: ${listing.map((l) => l.trim()).join(' ')}`);
+}
+
 /** Unpacks app.tar.xz outside the repository (so no node_modules above it helps) and starts each bundle. */
 function smokeTest() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpu-pack-smoke-'));
@@ -195,6 +260,9 @@ async function main() {
 
   step('Vulkan and GL loaders (apt-get download)');
   downloadDebs();
+
+  step('Mesa device-select layer (apt-get download; for the devsel stage)');
+  packDeviceSelect();
 
   step('smoke test (app.tar.xz unpacked outside the repository)');
   smokeTest();

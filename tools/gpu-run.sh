@@ -5,6 +5,9 @@
 #
 # Stages, each under its own timeout and all within BUDGET_S seconds together; a stage that fails or times
 # out is recorded in $OUT/stages.txt and the next one runs:
+#   devsel one GPU per worker through Mesa's device-select layer (tools/gpu-devsel.sh, the layer from
+#          .gpu/device-select.tar.xz): --gpus=0's backend line names the GPU's PCI address; an address that
+#          matches no GPU, a disabled layer and a GPU the machine lacks are coded errors -> gpu-run.log
 #   check  check-gradients.mjs --backend=webgpu: layer gradients vs cpu   -> $OUT/check-gradients.txt
 #   bench  one training run at 224x224 batch 64, 1000 classes, 8 steps, step 6 profiled
 #          -> $OUT/bench.json (medians of steps 3..8, the profiled step's busiest kernels)
@@ -25,7 +28,7 @@ set -u
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 G=$ROOT/.gpu
-STAGES=${STAGES:-${*:-check bench host train}}
+STAGES=${STAGES:-${*:-devsel check bench host train}}
 OUT=${OUT:-$ROOT/tmp/gpu-out}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 # Everything this script prints also goes to $OUT/gpu-run.log (the script runs itself once more under tee).
@@ -93,6 +96,12 @@ export GOOGLENET_WORKER_ENTRY=$APP/cli/worker.mjs GOOGLENET_COORDINATOR_ENTRY=$A
 cd "$APP" || exit 2
 
 want() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# ---- devsel: a worker pinned to GPU 0 gets it; pins that cannot hold fail with GPU_NOT_ISOLATED / GPU_NOT_FOUND
+if want devsel; then
+  stage devsel "${DEVSEL_TIMEOUT:-120}" "$W/devsel.log" env NODE="$NODE" APP="$APP" G="$G" RUN_DIR="$RUN_DIR" W="$W" \
+    bash "$ROOT/tools/gpu-devsel.sh"
+fi
 
 # ---- check: layer gradient checks on the backend vs cpu
 if want check; then
