@@ -16,3 +16,7 @@ export { runIdOf } from './run-id';
 export { launch, type LaunchIo, type LaunchOptions } from './launcher';
 export { renderChart, type ChartData } from './chart';
 export { readInto } from './host';
+export { evaluateSplit, type EvalDataOptions, type ConfusionEval } from './eval';
+export { renderConfusion, type ConfusionChart } from './confusion-svg';
+export { TensorBoardWriter, tfRecord, encodeEvent, recordScalars } from './tensorboard';
+export { crc32c, maskedCrc32c } from './crc32c';
