@@ -228,6 +228,7 @@ class CoordinatorServer implements Coordinator {
 
   private onMessage(conn: Conn, msg: Message, payload: Buffer): void {
     if (conn.generation !== this.generation) return; // a socket of an aborted generation, already closing
+    if (conn.rank === null && msg.type !== 'hello') throw new ProtocolViolation(CloseCode.UNEXPECTED, `'${msg.type}' before hello`);
     switch (msg.type) {
       case 'hello': return this.onHello(conn, msg);
       case 'data':
@@ -238,6 +239,8 @@ class CoordinatorServer implements Coordinator {
         return this.onColl(conn, msg);
       case 'peerFailure': return this.onPeerFailure(conn, msg);
       case 'bye':
+        // Only a joined worker has a job to leave; anything else would hold its connection until the hello timeout.
+        if (conn.rank === null) throw new ProtocolViolation(CloseCode.UNEXPECTED, 'bye before hello');
         conn.saidBye = true;
         return;
       default:

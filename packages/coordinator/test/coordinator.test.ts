@@ -251,6 +251,19 @@ describe('security and robustness', () => {
     expect(e.message).toMatch(/broke the protocol/);
   });
 
+  it('closes a connection that announces a collective before hello with 4004, and the job is not touched', async () => {
+    job = await startJob(2);
+    const datas = [Float32Array.of(1, 2), Float32Array.of(3, 4)];
+    const first = job.clients[0]!.allReduce(datas[0]!); // rank 0 has announced collective 1
+    await new Promise((r) => setTimeout(r, 50));
+    const { ws, closed } = await rawSocket(job.coord.url);
+    ws.send(encode({ v: 1, type: 'coll', seq: 1, op: 'mean', dtype: 'f32', numel: 2, bucketElems: (25 * 1024 * 1024) / 4 }));
+    expect(await closed).toMatchObject({ code: 4004, reason: "'coll' before hello" });
+    expect(job.coord.status()).toMatchObject({ generation: 0, lastAbort: null, currentRound: { waitingFor: [1] } });
+    await Promise.all([first, job.clients[1]!.allReduce(datas[1]!)]);
+    expect(Array.from(datas[0]!)).toEqual([2, 3]);
+  });
+
   it('closes a joined worker that sends its buckets out of order with 4004 (results must go out in order)', async () => {
     const coord = await startCoordinator({ worldSize: 2 });
     const c0 = CoordinatorClient.connect({ url: coord.url, rank: 0, worldSize: 2, signature: SIG, bucketBytes: 32 });
