@@ -6,6 +6,7 @@ import { GoogLeNet, googlenetLoss, saveWeights, selectBackend, WEBGPU_ADAPTER_EN
 import { createDataLoader, type DataLoader, type LoaderState } from '@googlenet/dataloader';
 import { CoordinatorClient } from '@googlenet/coordinator';
 import { publicConfig, type TrainConfig } from './config';
+import { configSummary } from './config-summary';
 import { TrainerError } from './errors';
 import type { WorkerIdentity } from './identity';
 import { Sgd } from './optim';
@@ -85,7 +86,7 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
       'is pinned; --gpus=0,1,... or --workers=auto gives each worker its own GPU through Mesa\'s device-select layer)');
   }
   if (lead) {
-    say(`config: ${JSON.stringify(publicConfig(cfg))}`);
+    say(configSummary(cfg, id.worldSize));
     await fs.writeFile(path.join(cfg.out, 'config.json'), JSON.stringify(publicConfig(cfg), null, 2) + '\n');
   }
 
