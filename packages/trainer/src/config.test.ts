@@ -1,8 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import os from 'node:os';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { resolveTrainConfig, trainHelp, runFolderOf, type TrainConfig } from './config';
 import { TrainerError } from './errors';
 
-const resolve = (argv: string[], env: NodeJS.ProcessEnv = {}) => resolveTrainConfig(argv, { env, now: new Date('2026-11-28T10:20:30Z') }) as TrainConfig;
+// gpuCount: 0 unless a test says otherwise, so that no test depends on the GPUs of the machine it runs on.
+const resolve = (argv: string[], env: NodeJS.ProcessEnv = {}, gpuCount = 0) => resolveTrainConfig(argv, { env, gpuCount, now: new Date('2026-11-28T10:20:30Z') }) as TrainConfig;
+afterEach(() => vi.restoreAllMocks());
 const codeOf = (f: () => unknown) => {
   try {
     f();
@@ -17,8 +20,17 @@ describe('train flags', () => {
     const c = resolve([]);
     expect(c).toMatchObject({ dataset: 'synthetic', syntheticSize: { train: 3000, test: 1000 }, imageSize: 32, batchSize: 32, lr: 0.004, momentum: 0.9, auxWeight: 0.3, accumulate: 1, backend: 'auto', gradCompression: 'none', maxRestarts: 0, host: '127.0.0.1' });
     expect(c.out).toMatch(/runs\/20261128-102030$/);
-    expect(c.workers).toBeGreaterThanOrEqual(1);
     expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('--workers=auto starts one worker per GPU, else one per core up to 8', () => {
+    vi.spyOn(os, 'availableParallelism').mockReturnValue(2);
+    expect(resolve([]).workers).toBe(2);
+    vi.spyOn(os, 'availableParallelism').mockReturnValue(64);
+    expect(resolve([]).workers).toBe(8);
+    expect(resolve([], {}, 4).workers).toBe(4);
+    expect(resolve(['--gpus=1,3'], {}, 4).workers).toBe(2);
+    expect(resolve(['--workers=3'], {}, 4).workers).toBe(3);
   });
 
   it('accepts camelCase names, which Nx forwards where it would swallow --batch-size', () => {

@@ -65,6 +65,31 @@ export function readTensors(file: string): Map<string, Float32Array> {
   return out;
 }
 
+/** The int64 tensors of a safetensors file (the BatchNorm layers' num_batches_tracked), by name. */
+export function readCounters(file: string): Map<string, bigint> {
+  const { tensors } = decodeSafetensors(new Uint8Array(fs.readFileSync(file)));
+  const out = new Map<string, bigint>();
+  for (const [name, t] of tensors) if (t.dtype === 'I64') out.set(name, (t.data as BigInt64Array)[0]!);
+  return out;
+}
+
+/** The step numbers of metrics.jsonl's step records, in file order (a resumed run's redone steps appear once). */
+export function loggedSteps(runDir: string): number[] {
+  const f = path.join(runDir, 'metrics.jsonl');
+  if (!fs.existsSync(f)) return [];
+  // A running trainer may be part-way through writing its last line: read the complete ones.
+  const records = fs.readFileSync(f, 'utf8').split('\n').flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+  return records.filter((r) => r.type === 'step').map((r) => r.step as number);
+}
+
+export const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
 /** max over tensors of ||a - b||_inf / ||b||_inf. */
 export function maxRelativeError(a: Map<string, Float32Array>, b: Map<string, Float32Array>): { err: number; worst: string } {
   if (a.size !== b.size) throw new Error(`tensor counts differ: ${a.size} vs ${b.size}`);

@@ -1,14 +1,32 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readJsonl, startTrain, tempDir, waitFor } from '../helpers';
+import { loggedSteps, maxRelativeError, range, readCounters, readTensors, startTrain, tempDir, train, waitFor } from '../helpers';
 
-const common = ['--image-size=32', '--batch-size=4', '--lr=0.05', '--backend=wasm', '--seed=5', '--workers=2', '--round-timeout=10'];
+// 48 samples: 6 steps per epoch, so an 8-step run crosses an epoch boundary after its restart.
+const common = ['--image-size=32', '--batch-size=4', '--lr=0.05', '--backend=wasm', '--seed=5', '--workers=2', '--round-timeout=10', '--synthetic-size=48,16'];
+const stepsLogged = (out: string) => loggedSteps(out).length;
 
-function stepsLogged(out: string): number {
-  const f = path.join(out, 'metrics.jsonl');
-  if (!fs.existsSync(f)) return 0;
-  return readJsonl(f).filter((r) => r.type === 'step').length;
+/** The uninterrupted 8-step run that a restarted one must equal; trained once, on first use. */
+let reference: Promise<string> | undefined;
+const uninterrupted = () =>
+  (reference ??= (async () => {
+    const out = path.join(tempDir('straight'), 'run');
+    await train([...common, '--steps=8', '--checkpoint-every=2', `--out=${out}`]);
+    return out;
+  })());
+
+/** A restarted run counted every step once, and ended with the uninterrupted run's weights and BN counters. */
+async function expectSameAsUninterrupted(out: string): Promise<void> {
+  expect(loggedSteps(out)).toEqual(range(1, 8));
+  const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+  // The last attempt ran the steps after the checkpoint it restarted from, and no others.
+  expect(summary.startStep).toBeGreaterThan(0);
+  expect(summary.stepsRun).toBe(8 - summary.startStep);
+  const straight = await uninterrupted();
+  const { err, worst } = maxRelativeError(readTensors(path.join(out, 'model.safetensors')), readTensors(path.join(straight, 'model.safetensors')));
+  expect(err, `worst tensor ${worst}`).toBeLessThanOrEqual(1e-6);
+  expect(readCounters(path.join(out, 'model.safetensors'))).toEqual(readCounters(path.join(straight, 'model.safetensors')));
 }
 
 function pidOf(out: string, name: string): number {
@@ -24,9 +42,8 @@ describe('failures stop the job fast and restarts lose nothing', () => {
     process.kill(pidOf(out, 'rank 1'), 'SIGKILL');
     const r = await run.done;
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/rank 1 was killed by SIGKILL; restart 1\/1 from .*step-0000000[24]\.ckpt/);
-    const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
-    expect(summary.steps).toBe(8);
+    expect(r.stderr).toMatch(/rank 1 was killed by SIGKILL; restart 1\/1 from .*run \(newest: step-0000000[24]\.ckpt\)/);
+    await expectSameAsUninterrupted(out);
   }, 600_000);
 
   it('with --max-restarts=0 exits non-zero within the round timeout, naming the rank', async () => {
@@ -52,8 +69,7 @@ describe('failures stop the job fast and restarts lose nothing', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/coordinator was killed by SIGKILL; restart 1\/1/);
     expect(r.stderr).toMatch(/\[rank [01]\] error \[CONNECTION_LOST\]: connection to the coordinator/);
-    const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
-    expect(summary.steps).toBe(8);
+    await expectSameAsUninterrupted(out);
   }, 600_000);
 
   it('SIGTERM to the launcher (what Nx forwards) stops every child and leaves no orphans', async () => {

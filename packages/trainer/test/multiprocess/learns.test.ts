@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tempDir, train } from '../helpers';
+import { loggedSteps, range, tempDir, train } from '../helpers';
 
 // 10 synthetic classes: chance is 10 %. "Clearly higher" is set at 3x chance on the held-out split.
 // Both runs take global batches of 32 for 100 steps (about an epoch). With the paper's random-resized-crop
@@ -15,7 +15,9 @@ describe('training learns the built-in data set', () => {
     const out = path.join(tempDir('learn'), `w${workers}`);
     const r = await train([...args, `--workers=${workers}`, `--batch-size=${32 / workers}`, `--out=${out}`]);
     const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
-    expect(summary.steps).toBe(STEPS);
+    // Counted, not copied from the config: every step ran once and was recorded once.
+    expect(summary.stepsRun).toBe(STEPS);
+    expect(loggedSteps(out)).toEqual(range(1, STEPS));
     expect(summary.finalEval.top1, r.stdout.slice(-2000)).toBeGreaterThan(3 * CHANCE);
     // The run folder holds everything the user was promised.
     for (const f of ['config.json', 'train.log', 'metrics.jsonl', 'chart.svg', 'model.safetensors', 'summary.json']) {
