@@ -3,7 +3,7 @@
  * PyTorch: input `input` float32 [N, 3, S, S] normalised as in training, output `logits` [N, classes].
  * Weights come straight from the PyTorch-layout state_dict (Conv weights OIHW, Gemm with transB as nn.Linear).
  * The graph is built for one image size S: the max pools use ceil_mode=1 as the seed's do, and where a map is
- * smaller than the 3x3 window (maxpool4 below 48 px) the model takes the max of the whole map, so that pool is
+ * smaller than the 3x3 window (maxpool4 below 47 px) the model takes the max of the whole map, so that pool is
  * a GlobalMaxPool, which only a fixed size can decide. The batch dimension is free (`N`).
  * Field numbers: onnx/onnx.proto (https://github.com/onnx/onnx/blob/main/onnx/onnx.proto).
  */
