@@ -3,17 +3,18 @@
 # Run by gpu-run.sh (which exports NODE, APP, G, RUN_DIR, W); alone: NODE=... APP=... G=.gpu RUN_DIR=/tmp W=/tmp/gpu-runs.
 # The layer comes from .gpu/device-select.tar.xz (gpu-pack.mjs); the libraries it links come from there only
 # where this machine lacks them. Checks, each a short training run of the bundled trainer:
-#   pinned     --gpus=0: the backend line names GPU 0's PCI address as the layer reports it (exit 0)
+#   pinned     DRI_PRIME=<GPU 0's address>: the backend line names that address as the layer reports it (exit 0)
+#   gpus0      --gpus=0: the backend line names GPU 0 (pinned by DRI_PRIME where the machine has several GPUs)
 #   no-match   DRI_PRIME=pci-0000_fe_1f_7 (no such device): GPU_NOT_ISOLATED, not a run on another device
 #   disabled   NODEVICE_SELECT=1 with a pin: GPU_NOT_ISOLATED (the layer is off, nothing could isolate the GPU)
 #   missing    --gpus=<one past the last GPU>: GPU_NOT_FOUND naming it
-# Without nvidia-smi (a dry run on lavapipe) `pinned` is skipped and the others still run.
+# Without nvidia-smi (a dry run on lavapipe) `pinned` and `gpus0` are skipped and the others still run.
 set -u
 : "${NODE:?} ${APP:?} ${G:?} ${RUN_DIR:?} ${W:?}"
 DS=$RUN_DIR/device-select
 FAILS=0
 say() { echo "[devsel] $*"; }
-check() { # check NAME: OK | FAILED, counted
+check() { # check NAME RESULT: RESULT is ok or why not; failures are counted
   if [ "$2" = ok ]; then say "$1: ok"; else say "$1: FAILED ($2)"; FAILS=$((FAILS + 1)); fi
 }
 
@@ -39,7 +40,7 @@ say "what the layer sees (MESA_VK_DEVICE_SELECT=list):"
 run() {
   local name=$1 vars=$2; shift 2
   # shellcheck disable=SC2086
-  OUTPUT=$(cd "$APP" && timeout -k 5 60 env $vars "$NODE" train.mjs --backend=webgpu --workers=1 --steps=2 --image-size=32 \
+  OUTPUT=$(set -f; cd "$APP" && timeout -k 5 60 env $vars "$NODE" train.mjs --backend=webgpu --workers=1 --steps=2 --image-size=32 \
     --batch-size=4 --synthetic-size=64,32 --no-eval --log-every=1 --out="$W/devsel-$name" "$@" 2>&1)
   RC=$?
   printf '%s\n' "$OUTPUT" >"$W/devsel-$name.log"
@@ -52,14 +53,15 @@ if command -v nvidia-smi >/dev/null && SMI=$(nvidia-smi --query-gpu=index,pci.bu
   COUNT=$(printf '%s\n' "$SMI" | grep -c '^[0-9]')
   # GPU 0's address in Linux's spelling: nvidia-smi's 8-digit domain as 4 digits, lowercase.
   PCI0=$(printf '%s\n' "$SMI" | awk -F', *' '$1 == "0" {print tolower($2)}' | sed -E 's/^0*([0-9a-f]{4}):/\1:/')
-  run pinned "" --gpus=0
-  if [ "$RC" = 0 ] && printf '%s' "$OUTPUT" | grep -q "at PCI $PCI0" && printf '%s' "$OUTPUT" | grep -q '(GPU 0, pinned by DRI_PRIME='; then
-    check pinned ok
-  else
-    check pinned "exit $RC; expected a backend line naming PCI $PCI0 and GPU 0: see $W/devsel-pinned.log"
-  fi
+  run pinned "DRI_PRIME=pci-$(printf '%s' "$PCI0" | tr ':.' '__') MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1 VK_LOADER_DRIVERS_SELECT=nvidia*"
+  if [ "$RC" = 0 ] && printf '%s' "$OUTPUT" | grep -q "at PCI $PCI0"; then check pinned ok
+  else check pinned "exit $RC; expected a backend line naming PCI $PCI0: see $W/devsel-pinned.log"; fi
+  # --gpus=0: with several GPUs the launcher's pin (DRI_PRIME), with one only the driver filter.
+  run gpus0 "" --gpus=0
+  if [ "$RC" = 0 ] && printf '%s' "$OUTPUT" | grep -q "(GPU 0, "; then check gpus0 ok
+  else check gpus0 "exit $RC; expected a backend line naming GPU 0: see $W/devsel-gpus0.log"; fi
 else
-  say "pinned: skipped (no nvidia-smi here: a dry run)"
+  say "pinned, gpus0: skipped (no nvidia-smi here: a dry run)"
 fi
 
 run no-match "DRI_PRIME=pci-0000_fe_1f_7 MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1"

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  deviceNote, discoverGpus, driPrimeTag, normalizePciAddress, parseNvidiaSmi, pinThisProcess, planWorkerGpus, scanSysfs,
+  deviceNote, discoverGpus, driPrimeTag, normalizePciAddress, nvidiaContainerHint, parseNvidiaSmi, pinThisProcess, planWorkerGpus, scanSysfs,
   workerDeviceEnv, type GpuDiscovery,
 } from './devices';
 import { resolveTrainConfig, type TrainConfig } from './config';
@@ -111,6 +111,14 @@ describe('GPU per worker on webgpu', () => {
     expect((resolveTrainConfig(['--backend=wasm'], { env: {} }) as TrainConfig).workers).toBe(Math.max(1, Math.min(8, os.availableParallelism())));
   });
 
+  it('the only GPU of a machine or container needs no device-select layer: only the driver filter and no DISPLAY', () => {
+    const [pin] = planWorkerGpus({ backend: 'webgpu', workers: 1, gpus: [0], discover: () => one });
+    expect(pin).toEqual({ index: 0, pci: '0000:1b:00.0', name: 'NVIDIA H200', only: true });
+    expect(workerDeviceEnv({ backend: 'webgpu', local: 0, pin }, {}))
+      .toEqual({ VK_LOADER_DRIVERS_SELECT: 'nvidia*', DISPLAY: undefined, GOOGLENET_GPU: '0', GOOGLENET_GPU_PCI: '0000:1b:00.0' });
+    expect(deviceNote('webgpu', { GOOGLENET_GPU: '0', GOOGLENET_GPU_PCI: '0000:1b:00.0' })).toBe(' (GPU 0, the only NVIDIA GPU here, 0000:1b:00.0)');
+  });
+
   it('more workers than GPUs without --gpus pins nobody (they share GPU 0, as --workers=2 on one GPU asks)', () => {
     expect(planWorkerGpus({ backend: 'webgpu', workers: 2, discover: () => one })).toEqual([undefined, undefined]);
     expect(planWorkerGpus({ backend: 'webgpu', workers: 1, discover: () => none })).toEqual([undefined]);
@@ -153,6 +161,16 @@ describe('GPU per worker on webgpu', () => {
     expect(deviceNote('tensorflow-gpu', env)).toBe(' (CUDA_VISIBLE_DEVICES=1)');
     expect(deviceNote('webgpu', { ...env, GOOGLENET_GPU: '1', DRI_PRIME: 'pci-0000_9a_00_0' })).toBe(' (GPU 1, pinned by DRI_PRIME=pci-0000_9a_00_0)');
     expect(deviceNote('webgpu', env)).toBe('');
+  });
+});
+
+describe('containers with one GPU each', () => {
+  it('says when NVIDIA\'s container runtime left the Vulkan driver out (no graphics capability)', () => {
+    expect(nvidiaContainerHint({ NVIDIA_VISIBLE_DEVICES: 'GPU-5b1c' })).toMatch(/NVIDIA_DRIVER_CAPABILITIES=\(unset, so compute,utility\).*compute,utility,graphics/);
+    expect(nvidiaContainerHint({ NVIDIA_VISIBLE_DEVICES: '0', NVIDIA_DRIVER_CAPABILITIES: 'compute' })).toContain('NVIDIA_DRIVER_CAPABILITIES=compute,');
+    expect(nvidiaContainerHint({ NVIDIA_VISIBLE_DEVICES: '0', NVIDIA_DRIVER_CAPABILITIES: 'compute,utility,graphics' })).toBeUndefined();
+    expect(nvidiaContainerHint({ NVIDIA_VISIBLE_DEVICES: 'all', NVIDIA_DRIVER_CAPABILITIES: 'all' })).toBeUndefined();
+    expect(nvidiaContainerHint({})).toBeUndefined();
   });
 });
 

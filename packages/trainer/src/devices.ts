@@ -130,6 +130,11 @@ export function discoverGpus(opts: DiscoverOptions = {}): GpuDiscovery {
 
 export const describeGpu = (g: GpuDevice): string => `GPU ${g.index}${g.name ? ` (${g.name})` : ''} at ${g.pci}`;
 
+/** A worker's GPU. `only`: the machine (or container) shows no other NVIDIA GPU, so no device-select pin is needed. */
+export interface GpuPin extends GpuDevice {
+  only: boolean;
+}
+
 /**
  * The GPU each local worker is pinned to on WebGPU (undefined: not pinned, Dawn's first adapter).
  *  - --gpus=i,j,...: worker k gets GPU gpus[k]; a GPU this machine does not have is GPU_NOT_FOUND.
@@ -142,14 +147,15 @@ export function planWorkerGpus(o: {
   workers: number;
   gpus?: readonly number[];
   discover: () => GpuDiscovery;
-}): (GpuDevice | undefined)[] {
+}): (GpuPin | undefined)[] {
   const none = Array.from({ length: o.workers }, () => undefined);
   if (o.backend !== 'webgpu' && o.backend !== 'auto') return none;
   const found = o.discover();
+  const only = found.gpus.length === 1;
   if (o.gpus) {
     return o.gpus.slice(0, o.workers).map((id) => {
       const g = found.gpus.find((x) => x.index === id);
-      if (g) return g;
+      if (g) return { ...g, only };
       const have = found.gpus.length ? `this machine has ${found.gpus.map(describeGpu).join(', ')}` : 'this machine shows no NVIDIA GPU';
       throw new TrainerError('GPU_NOT_FOUND',
         `--gpus asks for GPU ${id}, but ${have} (${found.detail}): give ids from that list, or leave --gpus out to let ` +
@@ -157,7 +163,7 @@ export function planWorkerGpus(o: {
     });
   }
   if (found.gpus.length === 0 || o.workers > found.gpus.length) return none;
-  return none.map((_, k) => found.gpus[k]);
+  return none.map((_, k) => ({ ...found.gpus[k]!, only }));
 }
 
 /** Environment variables that carry the pin to a worker (undefined: remove the variable). */
@@ -167,11 +173,12 @@ export const GPU_ENV = { index: 'GOOGLENET_GPU', pci: 'GOOGLENET_GPU_PCI' } as c
  * What a worker pinned to `gpu` runs with: the device-select layer restricted to the GPU's PCI address, only
  * NVIDIA's Vulkan driver (so no software driver such as lavapipe can stand in), and no DISPLAY: the workers draw
  * nothing, and an X server on another GPU would steer both the layer and NVIDIA's driver towards that GPU.
+ * The machine's only GPU needs no layer (a container given one GPU, Kubernetes nvidia.com/gpu: 1): there the
+ * driver filter alone keeps a software adapter out, and Mesa need not be installed.
  */
-export function webgpuPinEnv(gpu: GpuDevice, env: NodeJS.ProcessEnv = process.env): Record<string, string | undefined> {
+export function webgpuPinEnv(gpu: GpuPin, env: NodeJS.ProcessEnv = process.env): Record<string, string | undefined> {
   return {
-    DRI_PRIME: driPrimeTag(gpu.pci),
-    MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1',
+    ...(gpu.only ? {} : { DRI_PRIME: driPrimeTag(gpu.pci), MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1' }),
     VK_LOADER_DRIVERS_SELECT: env.VK_LOADER_DRIVERS_SELECT ?? 'nvidia*',
     DISPLAY: undefined,
     [GPU_ENV.index]: String(gpu.index),
@@ -183,7 +190,7 @@ export function webgpuPinEnv(gpu: GpuDevice, env: NodeJS.ProcessEnv = process.en
  * The device variables of local worker `local`: tfjs-node-gpu's CUDA_VISIBLE_DEVICES (not for an explicit webgpu
  * run: NVIDIA's driver could hide the one GPU from a worker told CUDA_VISIBLE_DEVICES=1), and the pin of its GPU.
  */
-export function workerDeviceEnv(o: { backend: string; gpus?: readonly number[]; local: number; pin?: GpuDevice }, env: NodeJS.ProcessEnv = process.env): Record<string, string | undefined> {
+export function workerDeviceEnv(o: { backend: string; gpus?: readonly number[]; local: number; pin?: GpuPin }, env: NodeJS.ProcessEnv = process.env): Record<string, string | undefined> {
   return {
     ...(o.backend === 'webgpu' ? {} : { CUDA_VISIBLE_DEVICES: String(o.gpus?.[o.local] ?? o.local), TF_FORCE_GPU_ALLOW_GROWTH: 'true' }),
     ...(o.pin ? webgpuPinEnv(o.pin, env) : {}),
@@ -197,7 +204,7 @@ export function workerDeviceEnv(o: { backend: string; gpus?: readonly number[]; 
  * the variables with getenv() when Dawn creates its instance, so setting them in process.env works.
  */
 export function pinThisProcess(o: { backend: string; gpus?: readonly number[]; localRank: number; discover?: () => GpuDiscovery },
-  env: NodeJS.ProcessEnv = process.env): GpuDevice | undefined {
+  env: NodeJS.ProcessEnv = process.env): GpuPin | undefined {
   if (env[GPU_ENV.index] !== undefined || !o.gpus) return undefined;
   const id = o.gpus[o.localRank];
   if (id === undefined) {
@@ -213,11 +220,28 @@ export function pinThisProcess(o: { backend: string; gpus?: readonly number[]; l
 }
 
 /**
+ * A likely reason for "no WebGPU adapter" inside a container started by NVIDIA's runtime (NVIDIA_VISIBLE_DEVICES
+ * set): the runtime mounts NVIDIA's Vulkan driver only when NVIDIA_DRIVER_CAPABILITIES includes graphics (or
+ * all), and its default is compute,utility. Undefined outside such containers or where graphics is included.
+ */
+export function nvidiaContainerHint(env: NodeJS.ProcessEnv): string | undefined {
+  const visible = env.NVIDIA_VISIBLE_DEVICES;
+  if (!visible || visible === 'void' || visible === 'none') return undefined;
+  const caps = (env.NVIDIA_DRIVER_CAPABILITIES || 'compute,utility').split(',').map((c) => c.trim());
+  if (caps.includes('all') || caps.includes('graphics')) return undefined;
+  return `this is an NVIDIA container with NVIDIA_DRIVER_CAPABILITIES=${env.NVIDIA_DRIVER_CAPABILITIES || '(unset, so compute,utility)'}, ` +
+    'and NVIDIA\'s container runtime mounts the Vulkan driver only with graphics: start it with ' +
+    'NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all)';
+}
+
+/**
  * The part of a worker's backend line that names its device: tfjs-node-gpu's CUDA_VISIBLE_DEVICES (only there:
  * other backends ignore it), or the GPU the launcher pinned for webgpu. Empty elsewhere.
  */
 export function deviceNote(backend: string, env: NodeJS.ProcessEnv): string {
   if (backend === 'tensorflow-gpu' && env.CUDA_VISIBLE_DEVICES !== undefined) return ` (CUDA_VISIBLE_DEVICES=${env.CUDA_VISIBLE_DEVICES})`;
-  if (backend === 'webgpu' && env[GPU_ENV.index] !== undefined) return ` (GPU ${env[GPU_ENV.index]}, pinned by DRI_PRIME=${env.DRI_PRIME})`;
+  if (backend === 'webgpu' && env[GPU_ENV.index] !== undefined) {
+    return ` (GPU ${env[GPU_ENV.index]}, ${env.DRI_PRIME ? `pinned by DRI_PRIME=${env.DRI_PRIME}` : `the only NVIDIA GPU here, ${env[GPU_ENV.pci]}`})`;
+  }
   return '';
 }

@@ -20,7 +20,7 @@ import { Progress, formatDuration } from './progress';
 import { renderChart } from './chart';
 import { readAllInto, readFloats } from './host';
 import { runIdOf } from './run-id';
-import { deviceNote, GPU_ENV, pinThisProcess } from './devices';
+import { deviceNote, GPU_ENV, nvidiaContainerHint, pinThisProcess } from './devices';
 import { TensorBoardWriter } from './tensorboard';
 
 /** Where a worker's words go. Rank 0 talks to the user; every rank keeps a log. */
@@ -77,8 +77,14 @@ export async function runWorker(cfg: TrainConfig, id: WorkerIdentity, io: Worker
   const flushLog = () => fs.appendFile(logFile, logLines.splice(0).map((l) => l + '\n').join(''));
 
   pinThisProcess({ backend: cfg.backend, gpus: cfg.gpus, localRank: id.localRank });
-  const backend = await selectBackend(cfg.backend, { log: () => {} });
+  // In an NVIDIA container without the graphics capability there is no Vulkan driver: say so where webgpu fails.
+  const containerHint = nvidiaContainerHint(process.env);
+  const backend = await selectBackend(cfg.backend, { log: () => {} }).catch((e: Error) => {
+    if (containerHint && (e as { code?: string }).code === 'BACKEND_UNAVAILABLE' && /no WebGPU adapter/.test(e.message)) e.message += `; ${containerHint}`;
+    throw e;
+  });
   say(`[rank ${id.rank}/${id.worldSize}] ${backend.line}${deviceNote(backend.name, process.env)}`);
+  if (containerHint && backend.skipped.some((s) => s.backend === 'webgpu' && /no WebGPU adapter/.test(s.reason))) say(`webgpu: ${containerHint}`);
   const local = Number(process.env.LOCAL_WORLD_SIZE ?? 1);
   if (backend.adapter && local > 1 && id.localRank === 0 && !process.env[WEBGPU_ADAPTER_ENV] && process.env[GPU_ENV.index] === undefined) {
     // Nothing pinned (more workers than NVIDIA GPUs found): Dawn hands every process the first adapter.
