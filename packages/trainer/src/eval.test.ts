@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { decodeSafetensors, encodeSafetensors, GoogLeNet, saveWeights, selectBackend } from '@googlenet/model';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveTrainConfig, type TrainConfig } from './config';
+import { renderConfusion } from './confusion-svg';
 import { evaluateSplit, type EvalDataOptions } from './eval';
 import { LocalReducer, type GradientReducer } from './reducer';
 import { evaluate } from './worker';
@@ -82,6 +83,25 @@ describe('evaluation', () => {
       expect(r.top1).toBe(one.top1);
       expect(r.loss).toBeCloseTo(one.loss, 5);
     }
+  });
+
+  it('names Fashion-MNIST\'s classes in the confusion matrix', async () => {
+    // A 12-image test split in Fashion-MNIST's IDX format (uncompressed files are accepted too).
+    const fm = path.join(dir, 'fashion');
+    fs.mkdirSync(fm);
+    const idx = (dims: number[], data: Uint8Array) => {
+      const head = Buffer.alloc(4 + 4 * dims.length);
+      head.writeUInt32BE(0x0800 + dims.length, 0);
+      dims.forEach((d, i) => head.writeUInt32BE(d, 4 + 4 * i));
+      return Buffer.concat([head, data]);
+    };
+    fs.writeFileSync(path.join(fm, 't10k-images-idx3-ubyte'), idx([12, 28, 28], Uint8Array.from({ length: 12 * 28 * 28 }, (_, i) => (i * 7) % 256)));
+    fs.writeFileSync(path.join(fm, 't10k-labels-idx1-ubyte'), idx([12], Uint8Array.from({ length: 12 }, (_, i) => i % 10)));
+    const r = await evaluateSplit({ dataset: 'fashion-mnist', dataDir: fm, imageSize: 32, batchSize: 8 }, 0, model, new LocalReducer());
+    expect(r.samples).toBe(12);
+    expect(r.classNames).toEqual(['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']);
+    expect(r.confusion.map((row) => row.reduce((a, b) => a + b, 0))).toEqual([2, 2, 1, 1, 1, 1, 1, 1, 1, 1]);
+    expect(renderConfusion({ confusion: r.confusion, classNames: r.classNames, title: '' })).toContain('>Ankle boot</text>');
   });
 
   it('nx run trainer:eval --workers=2 on a run folder writes eval.json and a confusion matrix with the class names', async () => {
