@@ -6,7 +6,8 @@
 //   app.tar.xz    app/: esbuild bundles of the entry points (train.mjs, cli/worker.mjs, cli/coordinator.mjs,
 //                 check-gradients.mjs), Dawn's Node binding for linux-x64 (node_modules/webgpu) and the
 //                 tfjs-backend-wasm .wasm files;
-//   *.deb         the Vulkan and GL loaders from Debian (the NVIDIA Vulkan driver needs libglvnd).
+//   *.deb         the Vulkan and GL loaders from Debian (the NVIDIA Vulkan driver needs libglvnd);
+//   device-select.tar.xz  Mesa's device-select Vulkan layer and the libraries it links (gpu-run.sh's devsel stage).
 // The uncompressed app is staged in tmp/gpu-pack/app (git-ignored, not carried). Fails when .gpu/ exceeds
 // 64 MiB, the most a device command can carry. Plain Node, no dependency beyond the esbuild that tsx ships.
 //
@@ -293,7 +294,7 @@ async function main() {
     if (tree + total > LIMIT) fail(`the working tree and .gpu/ together are ${tree + total} bytes, over the 64 MiB a device command can carry`);
   }
   console.log('\nOn the device: run command `bash tools/gpu-run.sh` with carry [".gpu"] (timeout_s 600).');
-  console.log('Only some stages: STAGES="check bench host train" bash tools/gpu-run.sh (any subset). $OUT gets 7 files (8 come back at most):');
+  console.log('Only some stages: STAGES="devsel check bench host train" bash tools/gpu-run.sh (any subset). $OUT gets 7 files (8 come back at most):');
   console.log('gpu-run.log, stages.txt, check-gradients.txt, bench.json, host.json, train.json, runs.tar.xz (run folders without weights).');
   console.log('Dry run here on lavapipe (~2 min): GPU_RUN_LOCAL=1 OUT=tmp/gpu-out BENCH_SIZE=32 BENCH_BATCH=4 BENCH_CLASSES=10 ' +
     'CHECK_ARGS=--model-image-size=32 TRAIN_ARGS="--epochs=1 --batch-size=8 --synthetic-size=64,32" bash tools/gpu-run.sh');

@@ -2,6 +2,10 @@ export { TrainerError } from './errors';
 export { parseFlags, helpText, type FlagSpec, type FlagValues } from './flags';
 export { resolveTrainConfig, trainHelp, publicConfig, runFolderOf, TRAIN_FLAGS, type TrainConfig } from './config';
 export { identityFromEnv, type WorkerIdentity } from './identity';
+export {
+  discoverGpus, parseNvidiaSmi, scanSysfs, normalizePciAddress, driPrimeTag, planWorkerGpus, webgpuPinEnv, workerDeviceEnv,
+  pinThisProcess, deviceNote, nvidiaContainerHint, NVIDIA_SMI_ARGS, GPU_ENV, type GpuDevice, type GpuPin, type GpuDiscovery,
+} from './devices';
 export { learningRate, type LrScheduleName, type LrScheduleOptions } from './schedule';
 export { Sgd, type SgdOptions } from './optim';
 export { LocalReducer, CoordinatorReducer, type GradientReducer } from './reducer';
