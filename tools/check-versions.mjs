@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The versions below are known to install and work together on Node 20; nx and @nx/* must match exactly.
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 // Read package.json files directly: some packages do not export ./package.json.
@@ -20,8 +20,15 @@ for (const [name, want] of Object.entries(pinned)) {
   }
   if (got !== want) bad.push(`${name}: installed ${got}, pinned ${want}`);
 }
+// Every workspace package must be linked into node_modules: a checkout that gained a package since the last
+// `npm ci` (e.g. @googlenet/flags) otherwise fails deep inside a test with "Cannot find package".
+for (const dir of readdirSync(`${root}packages`, { withFileTypes: true })) {
+  if (!dir.isDirectory() || !existsSync(`${root}packages/${dir.name}/package.json`)) continue;
+  const { name } = JSON.parse(readFileSync(`${root}packages/${dir.name}/package.json`, 'utf8'));
+  if (!existsSync(`${root}node_modules/${name}/package.json`)) bad.push(`${name}: workspace package packages/${dir.name} is not linked`);
+}
 if (bad.length) {
   console.error(`toolchain drift (run \`npm ci\`):\n  ${bad.join('\n  ')}`);
   process.exit(1);
 }
-console.log(`toolchain: ${Object.keys(pinned).length} pinned packages at their pinned versions`);
+console.log(`toolchain: ${Object.keys(pinned).length} pinned packages at their pinned versions, workspace packages linked`);
