@@ -38,7 +38,8 @@ await runCli('nx run model:export', 'Exports the inference graph with trained we
   const weights = await readWeightsFile(f.weights as string);
   const imageSize = (f['image-size'] as number | undefined) ?? (await runImageSize(weights.file)) ?? 224;
   const here = dirname(weights.file);
-  await selectBackend('cpu', { log: () => {} }); // nothing is computed: building the graph is all
+  // Nothing is computed, building the graph is all; wasm, unlike cpu, prints no tfjs-node banner.
+  await selectBackend('wasm', { log: () => {} });
   if (format === 'onnx') {
     // Validates names and shapes against the model before writing anything.
     inferenceModel(weights).dispose();
