@@ -55,22 +55,28 @@ describe('TensorBoard event files', () => {
     expect(Buffer.from(records[1]!).toString('latin1')).toContain('train/loss');
   });
 
-  it('a real run\'s tb/ file holds the scalars of its metrics.jsonl, as TensorBoard reads them', async () => {
+  it('a real run\'s tb/ files hold the scalars of its metrics.jsonl, as TensorBoard reads them, also after a resume', async () => {
     const out = path.join(tempDir('tb-run'), 'run');
-    await train(['--dataset=synthetic', '--synthetic-size=48,16', '--image-size=32', '--batch-size=8', '--steps=3',
-      '--eval-every=2', '--workers=1', '--backend=wasm', `--out=${out}`]);
-    const files = fs.readdirSync(path.join(out, 'tb'));
-    expect(files).toHaveLength(1);
-    const records = readRecords(new Uint8Array(fs.readFileSync(path.join(out, 'tb', files[0]!))));
+    const args = ['--dataset=synthetic', '--synthetic-size=48,16', '--image-size=32', '--batch-size=8', '--steps=4',
+      '--eval-every=2', '--workers=1', '--backend=wasm', `--out=${out}`];
+    await train([...args, '--checkpoint-every=2']);
+    const first = fs.readdirSync(path.join(out, 'tb'));
+    expect(first).toHaveLength(1);
+    const records = readRecords(new Uint8Array(fs.readFileSync(path.join(out, 'tb', first[0]!))));
     const metrics = readJsonl(path.join(out, 'metrics.jsonl'));
     expect(records).toHaveLength(1 + metrics.length);
     expect(metrics.some((m) => m.type === 'eval')).toBe(true);
+    // Steps 3-4 again from the step-2 checkpoint: a second file whose steps supersede the first file's.
+    const ckpt = fs.readdirSync(path.join(out, 'checkpoints')).sort()[0]!;
+    await new Promise((r) => setTimeout(r, 1100)); // TensorBoard reads files in name order: the second they were opened
+    await train([...args, `--resume=${path.join(out, 'checkpoints', ckpt)}`]);
+    expect(fs.readdirSync(path.join(out, 'tb'))).toHaveLength(2);
     if (!hasPythonModules('tensorboard.test.ts (EventAccumulator check)', ['tensorboard'])) return;
     const r = spawnSync(toolsPython(), [path.join(import.meta.dirname, 'tensorboard_check.py'), out], { encoding: 'utf8' });
     expect(r.status, r.stdout + r.stderr).toBe(0);
     const report = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(report.file_version).toBe(2); // EventAccumulator parses "brain.Event:2" into 2.0
-    expect(report.compared).toBeGreaterThan(20);
+    expect(report.compared).toBeGreaterThan(40);
   }, 300_000);
 
   it('--tensorboard=false writes no tb/ folder', async () => {
