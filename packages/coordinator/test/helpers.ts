@@ -44,3 +44,36 @@ export const errorOf = async (p: Promise<unknown>): Promise<{ code?: string; mes
   }
   throw new Error('expected a rejection');
 };
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** A float32 value as an exact integer multiple of 2^-149 (the smallest subnormal). */
+function scaledInt(x: number): bigint {
+  f32[0] = x;
+  const u = u32[0]!, exp = (u >>> 23) & 0xff, mant = u & 0x7fffff;
+  const m = BigInt(exp === 0 ? mant : mant | 0x800000) << BigInt(exp === 0 ? 0 : exp - 1);
+  return u >>> 31 ? -m : m;
+}
+
+/**
+ * The exact mean of float32 values, correctly rounded to float32 (nearest, ties to even), in integer arithmetic:
+ * an oracle that shares nothing with the float64 reduction it checks.
+ */
+export function exactMeanF32(values: readonly number[]): number {
+  let s = 0n;
+  for (const v of values) s += scaledInt(v);
+  if (s === 0n) return 0;
+  const a = s < 0n ? -s : s;
+  const b = BigInt(values.length) << 149n; // mean = a / b (times the sign)
+  const ratio = (e: number): [bigint, bigint, bigint] => { // floor(a / (b 2^e)), remainder, divisor
+    const [num, den] = e >= 0 ? [a, b << BigInt(e)] : [a << BigInt(-e), b];
+    return [num / den, num % den, den];
+  };
+  let e = Math.max(-149, a.toString(2).length - b.toString(2).length - 24);
+  let [q, rem, den] = ratio(e);
+  while (q >= 1n << 24n) [q, rem, den] = ratio(++e);
+  while (q < 1n << 23n && e > -149) [q, rem, den] = ratio(--e);
+  if (2n * rem > den || (2n * rem === den && (q & 1n) === 1n)) q += 1n;
+  return (s < 0n ? -1 : 1) * Number(q) * 2 ** e; // q <= 2^24: exact in a double
+}
