@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CoordinatorClient, CoordinatorError, startCoordinator, type StatusReport } from '../src/index.js';
 import { floatToHalf, halfToFloat } from '../src/fp16.js';
-import { encode } from '../src/protocol.js';
+import { Packr } from 'msgpackr';
+import { MAX_HEADER_BYTES, PREFIX_BYTES, encode } from '../src/protocol.js';
 import { SIG, errorOf, exactMeanF32, randomFloats, rawSocket, startJob, stopJob, type Job } from './helpers.js';
 
 let job: Job | null = null;
@@ -20,6 +21,16 @@ function expectedMean(inputs: Float32Array[]): Float32Array {
 }
 
 const bytesOf = (x: Float32Array): Buffer => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+
+/** A message around any msgpack header bytes (encode() only takes protocol messages). */
+function headerOf(packed: Uint8Array): Buffer {
+  const p = (PREFIX_BYTES + packed.length + 7) & ~7;
+  const buf = Buffer.alloc(p);
+  buf.writeUInt32LE(packed.length, 0);
+  buf.writeUInt32LE(p, 4);
+  buf.set(packed, PREFIX_BYTES);
+  return buf;
+}
 
 describe('all-reduce', () => {
   for (const n of [1, 2, 3, 4]) {
@@ -219,7 +230,7 @@ describe('security and robustness', () => {
     }
   });
 
-  it('survives random bytes, unknown types, out-of-order and oversized messages, and the next round is correct', async () => {
+  it('survives random bytes, unknown types, out-of-order and oversized messages, headers over 256 KiB and msgpack extensions, and the next round is correct', async () => {
     const logs: string[] = [];
     const coord = await startCoordinator({ worldSize: 2, log: (l) => logs.push(l), maxMessageBytes: 1 << 20 });
     const cases: [Buffer | string, number][] = [
@@ -229,13 +240,17 @@ describe('security and robustness', () => {
       [encode({ v: 9, type: 'hello' } as never), 4001],
       [encode({ v: 1, type: 'data', seq: 1, op: 'mean', dtype: 'f32', numel: 1, bucketElems: 1, bucket: 0, count: 1 }, new Uint8Array(4)), 4004],
       [Buffer.alloc((1 << 20) + 1), 1009],
+      [headerOf(new Packr({ useRecords: false }).pack({ v: 1, type: 'hello', rank: 0, worldSize: 2, signature: SIG, pad: 'x'.repeat(MAX_HEADER_BYTES) })), 4000],
+      [headerOf(new Packr({ useRecords: false, moreTypes: true }).pack({ v: 1, type: 'hello', rank: 0, worldSize: 2, signature: SIG, at: new Date() })), 4000],
     ];
     for (const [msg, code] of cases) {
       const { ws, closed } = await rawSocket(coord.url);
       ws.send(msg);
       expect((await closed).code).toBe(code);
     }
-    expect(logs.filter((l) => l.includes('closing connection')).length).toBeGreaterThanOrEqual(5);
+    expect(logs.filter((l) => l.includes('closing connection')).length).toBeGreaterThanOrEqual(7);
+    expect(logs.some((l) => /bad prefix \(header 26\d{4} bytes/.test(l))).toBe(true); // over the 256 KiB cap
+    expect(logs.some((l) => /extension type/.test(l))).toBe(true);
     const clients = await Promise.all([0, 1].map((rank) => CoordinatorClient.connect({ url: coord.url, rank, worldSize: 2, signature: SIG })));
     job = { coord, clients, logs };
     const datas = [Float32Array.of(1, 2, 3), Float32Array.of(3, 4, 6)];
