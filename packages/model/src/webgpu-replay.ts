@@ -339,6 +339,8 @@ interface LiveIn { variable?: tf.Variable; dataId?: unknown; buffer: GPUBuffer }
  */
 export class StepGraph {
   private readonly uploadBuffers = new Map<Op, GPUBuffer>();
+  /** Uploads of dropout masks, made on the GPU instead: per step only their stream key is written. */
+  private readonly masks = new Map<Op, MaskDispatch>();
   private readonly inputs = new Map<string, { size: number; buffers: GPUBuffer[] }>();
   private readonly readbacks: { src: GPUBuffer; staging: GPUBuffer; size: number }[] = [];
   private readonly carried: { from: GPUBuffer; to: GPUBuffer }[] = [];
@@ -357,7 +359,7 @@ export class StepGraph {
    * read from outside (they must stay where they are) and which variables moved (carried state), and prepares
    * upload and readback buffers. `outputs` are tensors made by the step whose values each replay reads back.
    */
-  static seal(rec: Recording, outputs: readonly tf.Tensor[]): StepGraph {
+  static seal(rec: Recording, outputs: readonly tf.Tensor[], masks: Record<string, { p: number }> = {}): StepGraph {
     const g = new StepGraph(rec);
     const be = backend();
     const { device } = be;
@@ -412,6 +414,11 @@ export class StepGraph {
     // into place where the upload was in the stream (its destination may be reused later in the step).
     for (const op of rec.ops) {
       if (op.kind !== 'upload') continue;
+      const mask = op.input !== undefined ? masks[op.input] : undefined;
+      if (mask) {
+        g.masks.set(op, makeMaskDispatch(device, op.dst, op.values.length, mask.p));
+        continue;
+      }
       const bytes = op.values.byteLength;
       const src = device.createBuffer({ size: Math.ceil(bytes / 4) * 4, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
       g.uploadBuffers.set(op, src);
@@ -452,7 +459,7 @@ export class StepGraph {
    * Runs the recorded step again with new inputs (every name, the same sizes) and per-step scalars. Returns
    * false, having done nothing, when invalidReason() is not null. Outputs are read by readOutputs().
    */
-  replay(inputs: Record<string, HostArray>, scalars: Record<string, number>): boolean {
+  replay(inputs: Record<string, HostArray>, scalars: Record<string, number>, maskKeys: Record<string, number> = {}): boolean {
     if (this.invalidReason() !== null) return false;
     const be = backend();
     // Commands tfjs has pending go first.
@@ -473,6 +480,13 @@ export class StepGraph {
       one[0] = v;
       queue.writeBuffer(s.buffer, s.offset, one);
     }
+    const word = new Uint32Array(1);
+    for (const [op, m] of this.masks) {
+      const key = maskKeys[(op as { input: string }).input];
+      if (key === undefined) throw new ReplayError('REPLAY_MISMATCH', `replay: the stream key of mask '${(op as { input: string }).input}' is missing`);
+      word[0] = key;
+      queue.writeBuffer(m.uniforms, 4, word);
+    }
     const enc = device.createCommandEncoder();
     for (const c of this.carried) enc.copyBufferToBuffer(c.from, 0, c.to, 0, c.from.size);
     let pass: GPUComputePassEncoder | null = null;
@@ -483,6 +497,14 @@ export class StepGraph {
         if (op.pipeline !== pipeline) pass.setPipeline((pipeline = op.pipeline));
         pass.setBindGroup(0, op.bindGroup);
         pass.dispatchWorkgroups(op.groups[0], op.groups[1], op.groups[2]);
+        continue;
+      }
+      const mask = this.masks.get(op);
+      if (mask) {
+        if (!pass) pass = enc.beginComputePass();
+        pass.setPipeline((pipeline = mask.pipeline));
+        pass.setBindGroup(0, mask.bindGroup);
+        pass.dispatchWorkgroups(mask.groups[0], mask.groups[1], 1);
         continue;
       }
       if (pass) { pass.end(); pass = null; }
@@ -519,6 +541,48 @@ export class StepGraph {
       if (!held.has(b)) returnToPool(bm, b);
     }
     for (const b of this.uploadBuffers.values()) b.destroy();
+    for (const m of this.masks.values()) m.uniforms.destroy();
     for (const r of this.readbacks) r.staging.destroy();
   }
+}
+
+interface MaskDispatch { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; uniforms: GPUBuffer; groups: [number, number] }
+
+/**
+ * prng.ts's dropout mask on the GPU, value for value: element i is kept (1/(1-p) as float32) when
+ * uniformAt(key, i) >= p, i.e. (h + 0.5) / 2^32 >= p with h = mix32(mix32(key + i) ^ key), i.e. the integer
+ * h >= ceil(p * 2^32 - 0.5): the same decision in u32 arithmetic (Math.imul and >>> are WGSL's u32 * and >>).
+ */
+const MASK_WGSL = `
+  fn mix32(v : u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u; x *= 0x7feb352du; x ^= x >> 15u; x *= 0x846ca68bu; x ^= x >> 16u;
+    return x;
+  }
+  @group(0) @binding(0) var<storage, read_write> mask : array<f32>;
+  struct U { n : u32, key : u32, threshold : u32, scale : f32, };
+  @group(0) @binding(1) var<uniform> u : U;
+  @compute @workgroup_size(256)
+  fn main(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {
+    let i = gid.y * nwg.x * 256u + gid.x;
+    if (i < u.n) { mask[i] = select(0.0, u.scale, mix32(mix32(u.key + i) ^ u.key) >= u.threshold); }
+  }`;
+const maskPipelines = new WeakMap<GPUDevice, GPUComputePipeline>();
+
+function makeMaskDispatch(device: GPUDevice, dst: GPUBuffer, n: number, p: number): MaskDispatch {
+  let pipeline = maskPipelines.get(device);
+  if (!pipeline) {
+    pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: MASK_WGSL }), entryPoint: 'main' } });
+    maskPipelines.set(device, pipeline);
+  }
+  const uniforms = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  const head = new ArrayBuffer(16);
+  const threshold = Math.ceil(p * 2 ** 32 - 0.5);
+  new Uint32Array(head, 0, 3).set([n, 0, Math.min(threshold, 2 ** 32 - 1)]);
+  new Float32Array(head, 12, 1)[0] = 1 / (1 - p);
+  device.queue.writeBuffer(uniforms, 0, head);
+  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: dst } }, { binding: 1, resource: { buffer: uniforms } }] });
+  const groups = Math.ceil(n / 256);
+  const x = Math.min(groups, 32768);
+  return { pipeline, bindGroup, uniforms, groups: [x, Math.ceil(groups / x)] };
 }

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import {
-  captureWebgpuStep, computeGradients, countDispatches, diffRecordings, discardRecording, dropoutInputs, ReplayError, StepGraph,
+  captureWebgpuStep, computeGradients, countDispatches, diffRecordings, discardRecording, dropoutInputs, dropoutStreams, ReplayError, StepGraph,
   type GoogLeNet, type WebgpuRecording,
 } from '@googlenet/model';
 import type { Batch } from '@googlenet/dataloader';
@@ -178,6 +178,17 @@ export class TrainStep {
     return this.finish(c);
   }
 
+  /**
+   * Issues one micro-batch step on a device-resident backend (forward, backward, SGD, running statistics) without
+   * waiting for it; returns its [loss sum, top-1, top-5] tensor (the caller reads and disposes it).
+   */
+  issue(batch: Batch, dropoutSeed: number, lr: number): tf.Tensor {
+    const [figures, ...parts] = this.compute(batch, dropoutSeed);
+    this.applyOnDevice(parts, lr);
+    tf.dispose(parts);
+    return figures!;
+  }
+
   /** SGD on the GPU and the new running statistics, from gradients then statistics (the model-signature order). */
   private applyOnDevice(parts: readonly tf.Tensor[], lr: number): void {
     const params = this.model.params.length;
@@ -199,10 +210,12 @@ export class TrainStep {
   private async graphStep(step: number, batch: Batch, lr: number, c: StepContext): Promise<StepResult | null> {
     const r = this.replay;
     const seed = this.dropoutSeed(step, this.opts.rank);
-    const inputs = { images: batch.images, labels: batch.labels, ...dropoutInputs(this.model, this.opts.batchSize, seed) };
     const t = performance.now();
+    const streams = dropoutStreams(this.model, this.opts.batchSize, seed);
     if (r.graph) {
-      if (!r.graph.replay(inputs, { lr })) {
+      // The dropout masks are made on the GPU from their stream keys (the host loop would cost more than the step).
+      const keys = Object.fromEntries(Object.entries(streams).map(([name, d]) => [name, d.key]));
+      if (!r.graph.replay({ images: batch.images, labels: batch.labels }, { lr }, keys)) {
         const why = r.graph.invalidReason();
         this.dispose();
         r.warm = 0;
@@ -222,12 +235,8 @@ export class TrainStep {
       r.warm++;
       return null;
     }
-    const { result: stats, recording, why } = captureWebgpuStep(() => {
-      const [figures, ...parts] = this.compute(batch, seed);
-      this.applyOnDevice(parts, lr);
-      tf.dispose(parts);
-      return figures!;
-    }, inputs);
+    const inputs = { images: batch.images, labels: batch.labels, ...dropoutInputs(this.model, this.opts.batchSize, seed) };
+    const { result: stats, recording, why } = captureWebgpuStep(() => this.issue(batch, seed, lr), inputs);
     if (!recording) {
       r.off = why;
     } else if (!r.reference) {
@@ -238,7 +247,7 @@ export class TrainStep {
       r.reference = undefined;
       try {
         if (differs) throw new ReplayError('REPLAY_MISMATCH', `two captured steps differ: ${differs}`);
-        r.graph = StepGraph.seal(recording, [stats]);
+        r.graph = StepGraph.seal(recording, [stats], streams);
         c.note = `webgpu replay: step ${step + 2} on replays a captured step (${r.graph.dispatches} dispatches in one submit)`;
       } catch (e) {
         if (!(e instanceof ReplayError)) throw e;
