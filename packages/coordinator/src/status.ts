@@ -1,3 +1,6 @@
+import type { Job } from './job.js';
+import { round2 } from './rounds.js';
+
 /** What GET /status returns (and Coordinator.status()). */
 export interface RoundTiming {
   seq: number;
@@ -49,4 +52,28 @@ export class Ring<T> {
     if (this.items.length > this.capacity) this.items.shift();
   }
   toArray(): T[] { return [...this.items]; }
+}
+
+/** The report of a job's current state (GET /status). */
+export function statusOf(job: Job): StatusReport {
+  const now = Date.now();
+  const r = job.round;
+  return {
+    runId: job.rdv.runId ?? null,
+    generation: job.generation,
+    state: job.state,
+    worldSize: job.opts.worldSize,
+    collectives: job.lastSeq,
+    step: job.steps,
+    workers: [...job.conns].filter((c) => c.generation === job.generation)
+      .map((c) => ({ rank: c.rank, state: c.state, address: c.address, msSinceHeard: now - c.lastHeard }))
+      .sort((a, b) => (a.rank ?? 1e9) - (b.rank ?? 1e9)),
+    currentRound: r ? {
+      seq: r.seq, op: r.op, bucketsDone: r.bucketsDone, buckets: r.nb, msRunning: round2(performance.now() - r.t0),
+      waitingFor: job.workers.map((_, k) => k).filter((k) => r.bucketsPerRank[k]! < r.nb),
+    } : null,
+    recentRounds: job.recent.toArray(),
+    lastAbort: job.lastAbort,
+    simd: job.arena.simd,
+  };
 }
