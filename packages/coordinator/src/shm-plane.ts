@@ -1,0 +1,296 @@
+import { setImmediate as yieldLoop } from 'node:timers/promises';
+import { CoordinatorError } from './errors.js';
+import { shardRange } from './peer.js';
+import type { DType, Op } from './protocol.js';
+import { shmAddon, shmUnavailable, type ShmAddon } from './shm-native.js';
+
+/**
+ * The shared-memory data plane: ranks on one machine exchange tensor bytes through one file under /dev/shm that
+ * every rank maps (native/shm.cc), instead of loopback TCP. The coordinator's WebSocket stays the control plane.
+ *
+ * The vector is processed in chunks of C elements. Each chunk k uses buffer k % 2 of the segment: R input slots of
+ * C floats and one result area. An all-reduce of chunk k on rank `me`:
+ *   1. copy-in: this rank's values of every shard but its own into slot `me` (binary16-rounded for fp16);
+ *   2. reduce: once every rank has copied in, rank s averages shard s of the chunk (`shardRange`) over the R slots,
+ *      its own values read in place from `data`, with the project's exact mean (src/reduce.ts: float64 sum in rank
+ *      order, one rounding; for fp16 rounded to binary16 again), into the result area and into its own `data`;
+ *   3. copy-out: once every shard is reduced, each rank copies the other shards' results into its `data`.
+ * One result buffer per shard is read by every rank, so all ranks hold identical bytes, equal to the peer and
+ * coordinator planes' (which sum the same values in the same order). Double buffering lets chunk k+1's copy-in
+ * start while slow ranks still copy out chunk k. A broadcast is rank 0's chunk in the result area, copied out by
+ * the others.
+ *
+ * Progress: each rank has a 64-bit counter (collective q, step) in its own cache line; a rank waits until every
+ * other counter reached a step (spin, then yield, then futex), in slices of SLICE_MS so that the event loop (the
+ * coordinator's abort) runs in between. A wait also ends on the segment's abort word (set by the first rank that
+ * gives up: timeout, a peer's process gone, a mismatch, close mid-collective) and when a rank it waits for no longer
+ * exists (its pid, checked every 2 ms): the others fail at once with ROUND_ABORTED naming it.
+ *
+ * Lifetime: rank 0 creates the segment (written under a temporary name and renamed, so nobody maps a half-made
+ * header) and the last rank to map it unlinks it, before the first collective: a crash after that leaves nothing in
+ * /dev/shm. The segment is made once per job and reused every round (first writes into fresh memory cost ~4 ms/MB
+ * here, so a segment per round would cost more than the exchange).
+ */
+
+export interface ShmPlaneOptions {
+  /** Segment path, normally under /dev/shm; unique per job generation (the coordinator derives it from its data key). */
+  path: string;
+  /** This rank's index among the ranks that share the segment, 0..ranks-1; 0 creates it. */
+  rank: number;
+  /** Ranks sharing the segment. */
+  ranks: number;
+  /** Longest wait for any step of a collective (and for every rank to map the segment), ms. */
+  timeoutMs: number;
+  /** Elements per slot (a chunk); default: 4 Mi floats, less for many ranks so that the segment stays <= 64 MiB. */
+  chunkElems?: number;
+}
+
+/** Per-collective timings on this rank (ms). */
+export interface ShmTiming {
+  /** copying (or binary16-rounding) this rank's values into its slots */
+  copyInMs: number;
+  /** waiting for other ranks' steps */
+  waitMs: number;
+  /** reducing this rank's shards */
+  sumMs: number;
+  /** copying the other shards' results into `data` */
+  copyOutMs: number;
+}
+
+/** Abort word: (reason << 16) | (rank + 1). */
+const ABORT = { TIMEOUT: 1, GONE: 2, MISMATCH: 3, LEFT: 4 } as const;
+const SLICE_MS = 10;
+const HEADER = 64;
+const LINE = 64;
+const SEGMENT_BUDGET = 64 * 1024 * 1024;
+const MAX_CHUNK = 4 * 1024 * 1024;
+const OP_CODE: Record<Op, number> = { mean: 1, bcast: 2 };
+const DTYPE_CODE: Record<DType, number> = { f32: 1, f16: 2 };
+
+/** Default elements per slot for `ranks` ranks: 2 buffers of (ranks + 1) slots within the segment budget. */
+export function defaultChunkElems(ranks: number): number {
+  return Math.max(8 * ranks, Math.min(MAX_CHUNK, Math.floor(SEGMENT_BUDGET / (2 * (ranks + 1) * 4) / (8 * ranks)) * 8 * ranks));
+}
+
+export class ShmPlane {
+  private q = 0;
+  private lastSteps = 0;
+  private busy = false;
+  private closed = false;
+  private readonly u32: Uint32Array;
+  private readonly f64: Float64Array;
+  private readonly f32: Float32Array;
+  private readonly dataBase: number;
+  private readonly bufBytes: number;
+
+  private constructor(private readonly k: ShmAddon, private seg: ArrayBuffer, readonly rank: number, readonly ranks: number,
+    readonly chunkElems: number, private readonly timeoutMs: number) {
+    this.u32 = new Uint32Array(seg);
+    this.f64 = new Float64Array(seg);
+    this.f32 = new Float32Array(seg);
+    this.dataBase = headerBytes(ranks);
+    this.bufBytes = (ranks + 1) * chunkElems * 4;
+  }
+
+  /**
+   * Creates (rank 0) or maps the segment and resolves once every rank has mapped it (and it was unlinked).
+   * Fails with CONNECTION_LOST where shared memory is unavailable or a rank does not map it within timeoutMs.
+   */
+  static async open(o: ShmPlaneOptions): Promise<ShmPlane> {
+    const k = shmAddon();
+    if (!k) throw new CoordinatorError('CONNECTION_LOST', `the shared-memory data plane is unavailable: ${shmUnavailable()}`);
+    if (!(Number.isInteger(o.ranks) && o.ranks >= 1 && o.ranks <= 1024 && Number.isInteger(o.rank) && o.rank >= 0 && o.rank < o.ranks)) {
+      throw new CoordinatorError('INVALID_OPTIONS', `shm plane: rank ${o.rank} of ${o.ranks} ranks; ranks must be 1..1024 and rank in 0..ranks-1`);
+    }
+    const chunk = o.chunkElems ?? defaultChunkElems(o.ranks);
+    if (!(Number.isInteger(chunk) && chunk >= 8 && chunk % 8 === 0 && chunk <= MAX_CHUNK)) {
+      throw new CoordinatorError('INVALID_OPTIONS', `shm plane: chunkElems must be a multiple of 8 in 8..${MAX_CHUNK}, got ${chunk}`);
+    }
+    const bytes = headerBytes(o.ranks) + 2 * (o.ranks + 1) * chunk * 4;
+    const deadline = Date.now() + o.timeoutMs;
+    let seg: ArrayBuffer | null = null;
+    try {
+      if (o.rank === 0) seg = k.create(o.path, bytes, o.ranks, chunk);
+      else {
+        while (!seg) {
+          try {
+            seg = k.open(o.path, bytes);
+          } catch (e) {
+            if ((e as { code?: string }).code !== 'ENOENT' || Date.now() > deadline) throw e;
+            await new Promise((r) => setTimeout(r, 2));
+          }
+        }
+      }
+      const mapped = k.attach(seg, o.rank);
+      if (mapped === o.ranks) k.unlink(o.path);
+      const u32 = new Uint32Array(seg, 0, 8);
+      while (u32[4]! < o.ranks) {
+        if (Date.now() > deadline) {
+          throw new CoordinatorError('RENDEZVOUS_TIMEOUT', `only ${u32[4]} of ${o.ranks} ranks mapped the shared segment ${o.path} within ${o.timeoutMs / 1000} s`);
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      return new ShmPlane(k, seg, o.rank, o.ranks, chunk, o.timeoutMs);
+    } catch (e) {
+      k.unlink(o.path); // nothing may stay behind in /dev/shm
+      if (seg) k.unmap(seg);
+      if (e instanceof CoordinatorError) throw e;
+      throw new CoordinatorError('CONNECTION_LOST', `shm plane: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * One collective, in place on `data`: 'mean' (all-reduce, exact mean over ranks; 'f16' rounds inputs and result
+   * to binary16) or 'bcast' (rank 0's values). Every rank must issue the same collectives in the same order with
+   * the same op, dtype and length (else SIZE_MISMATCH on every rank).
+   */
+  async run(op: Op, dtype: DType, data: Float32Array): Promise<ShmTiming> {
+    if (this.closed) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
+    if (this.busy) throw new CoordinatorError('BUSY', 'another collective is in progress on this shm plane');
+    const t: ShmTiming = { copyInMs: 0, waitMs: 0, sumMs: 0, copyOutMs: 0 };
+    const n = data.length;
+    if (n === 0) return t;
+    this.busy = true;
+    try {
+      await this.exchange(op, dtype, data, t);
+      return t;
+    } catch (e) {
+      this.abortWith(ABORT.LEFT, this.rank);
+      throw e;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async exchange(op: Op, dtype: DType, data: Float32Array, t: ShmTiming): Promise<void> {
+    const { k, seg, rank: me, ranks: R, chunkElems: C } = this;
+    const q = ++this.q, n = data.length, K = Math.ceil(n / C), f16 = dtype === 'f16';
+    const deadline = performance.now() + this.timeoutMs;
+    const wait = async (wq: number, step: number, what: string): Promise<void> => {
+      const t0 = performance.now();
+      for (;;) {
+        const r = k.wait(seg, R, me, wq, step, SLICE_MS);
+        if (r === 0) break;
+        if (r === 2) throw this.abortError();
+        if (r >= 3) {
+          this.abortWith(ABORT.GONE, r - 3);
+          throw this.abortError();
+        }
+        if (performance.now() > deadline) {
+          const late = this.lagging(wq, step);
+          this.abortWith(ABORT.TIMEOUT, late[0] ?? me);
+          throw new CoordinatorError('ROUND_TIMEOUT', `shm plane: collective ${q} (${op}) waited ${this.timeoutMs / 1000} s for rank(s) ${late.join(',')} to ${what}; a rank is stuck`, late[0]);
+        }
+        await yieldLoop();
+        if (this.closed) throw new CoordinatorError('CLOSED', 'the shm plane was closed during a collective');
+      }
+      t.waitMs += performance.now() - t0;
+    };
+    if (q > 1 && this.lastSteps > 0) await wait(q - 1, this.lastSteps, 'finish the previous collective');
+    this.lastSteps = 3 * K;
+    for (let c = 0; c < K; c++) {
+      const base = c * C, len = Math.min(C, n - base), buf = this.dataBase + (c & 1) * this.bufBytes, result = buf + R * C * 4;
+      const [lo, hi] = op === 'mean' ? shardRange(len, R, me) : [0, 0];
+      if (c >= 2) await wait(q, 3 * (c - 2) + 3, `finish reading chunk ${c - 2}`);
+      let t0 = performance.now();
+      if (op === 'mean') {
+        const slot = buf + me * C * 4;
+        for (const [a, b] of [[0, lo], [hi, len]] as const) {
+          if (b <= a) continue;
+          if (f16) k.quantize(seg, slot + a * 4, data.subarray(base + a, base + b));
+          else this.f32.set(data.subarray(base + a, base + b), (slot >> 2) + a);
+        }
+      } else if (me === 0) this.f32.set(data.subarray(base, base + len), result >> 2);
+      if (c === 0) this.describe(q, op, dtype, n);
+      t.copyInMs += performance.now() - t0;
+      k.signal(seg, me, q, 3 * c + 1);
+      await wait(q, 3 * c + 1, `copy in chunk ${c}`);
+      if (c === 0) this.checkDescriptors(q, op, dtype, n);
+      t0 = performance.now();
+      if (op === 'mean' && hi > lo) k.reduce(seg, buf + lo * 4, C * 4, R, me, data.subarray(base + lo, base + hi), result + lo * 4, f16 ? 1 : 0);
+      t.sumMs += performance.now() - t0;
+      k.signal(seg, me, q, 3 * c + 2);
+      await wait(q, 3 * c + 2, `reduce chunk ${c}`);
+      t0 = performance.now();
+      const r32 = result >> 2;
+      if (op === 'mean') {
+        if (lo > 0) data.set(this.f32.subarray(r32, r32 + lo), base);
+        if (hi < len) data.set(this.f32.subarray(r32 + hi, r32 + len), base + hi);
+      } else if (me !== 0) data.set(this.f32.subarray(r32, r32 + len), base);
+      t.copyOutMs += performance.now() - t0;
+      k.signal(seg, me, q, 3 * c + 3);
+    }
+  }
+
+  /** This rank's collective descriptor, in its line (read by the others after the first step). */
+  private describe(q: number, op: Op, dtype: DType, n: number): void {
+    const w = (HEADER + this.rank * LINE) >> 2;
+    this.u32[w + 4] = q;
+    this.u32[w + 5] = OP_CODE[op] | (DTYPE_CODE[dtype] << 8);
+    this.f64[(w + 6) >> 1] = n;
+  }
+
+  private checkDescriptors(q: number, op: Op, dtype: DType, n: number): void {
+    for (let r = 0; r < this.ranks; r++) {
+      const w = (HEADER + r * LINE) >> 2;
+      const rq = this.u32[w + 4]!, code = this.u32[w + 5]!, rn = this.f64[(w + 6) >> 1]!;
+      if (rq !== q || code !== (OP_CODE[op] | (DTYPE_CODE[dtype] << 8)) || rn !== n) {
+        this.abortWith(ABORT.MISMATCH, r);
+        throw new CoordinatorError('SIZE_MISMATCH', `shm plane: collective ${q}: rank ${this.rank} has ${op}/${dtype} of ${n} values, ` +
+          `rank ${r} ${describeCode(code)} of ${rn} (collective ${rq}); every rank must issue the same collectives in the same order`, r);
+      }
+    }
+  }
+
+  /** Ranks whose counter has not reached (q, step). */
+  private lagging(q: number, step: number): number[] {
+    const target = q * 2 ** 24 + step, out: number[] = [];
+    for (let r = 0; r < this.ranks; r++) {
+      const w = (HEADER + r * LINE) >> 2;
+      const v = this.u32[w + 1]! * 2 ** 32 + this.u32[w]!;
+      if (r !== this.rank && v < target) out.push(r);
+    }
+    return out;
+  }
+
+  private abortWith(reason: number, rank: number): void {
+    if (!this.closed) this.k.abort(this.seg, (reason << 16) | (rank + 1));
+  }
+
+  /** The error for the segment's abort word (the first rank that gave up wrote it). */
+  private abortError(): CoordinatorError {
+    const word = this.u32[5]!, reason = word >>> 16, failed = (word & 0xffff) - 1;
+    const why = reason === ABORT.GONE ? `rank ${failed}'s process exited during the collective`
+      : reason === ABORT.TIMEOUT ? `rank ${failed} did not arrive within ${this.timeoutMs / 1000} s`
+      : reason === ABORT.MISMATCH ? `rank ${failed} issued a different collective (op, dtype or length)`
+      : `rank ${failed} left the collective (it failed or was closed)`;
+    return new CoordinatorError(reason === ABORT.MISMATCH ? 'SIZE_MISMATCH' : 'ROUND_ABORTED', `shm plane: ${why}; restart the job`, failed);
+  }
+
+  /** Fails the collective in progress on every rank (this rank gave up); no-op when idle. */
+  abort(): void {
+    if (this.busy) this.abortWith(ABORT.LEFT, this.rank);
+  }
+
+  /**
+   * Unmaps the segment (it was unlinked at open). Any collective still waiting for this rank fails on every rank at
+   * once (ROUND_ABORTED): waits check the counters before the abort word, so ranks that this rank already passed
+   * still finish.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.abortWith(ABORT.LEFT, this.rank);
+    this.closed = true;
+    this.k.unmap(this.seg);
+  }
+}
+
+function headerBytes(ranks: number): number {
+  return Math.ceil((HEADER + ranks * LINE) / 4096) * 4096;
+}
+
+function describeCode(code: number): string {
+  const op = (Object.keys(OP_CODE) as Op[]).find((o) => OP_CODE[o] === (code & 0xff)) ?? '?';
+  const dt = (Object.keys(DTYPE_CODE) as DType[]).find((d) => DTYPE_CODE[d] === code >> 8) ?? '?';
+  return `${op}/${dt}`;
+}
