@@ -1,0 +1,124 @@
+import * as tf from '@tensorflow/tfjs';
+import type { GoogLeNet } from '@googlenet/model';
+import type { LoaderState } from '@googlenet/dataloader';
+import { publicConfig, type TrainConfig } from './config';
+import { TrainerError } from './errors';
+import type { Sgd } from './optim';
+import { learningRate } from './schedule';
+import { TrainStep, type StepTimes } from './step';
+import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, encodeCheckpoint, writeCheckpoint, type CheckpointMeta } from './checkpoint';
+import { evaluate, type EvalResult } from './evaluate';
+import type { RunRecord } from './run-record';
+import type { TrainState } from './worker-state';
+import type { WorkerContext } from './worker-context';
+
+/** What the step loop measured, for the summary. */
+export interface LoopResult {
+  startStep: number;
+  /** Optimizer steps run (counted). */
+  stepsRun: number;
+  samples: number;
+  /** Wall milliseconds inside the steps. */
+  trainMs: number;
+  seconds: number;
+  times: StepTimes;
+  /** Tensors alive after the first step (-1: no step ran). */
+  tensorsFirst: number;
+  lastTrain?: { loss: number; top1: number };
+  lastEval?: EvalResult;
+  checkpointFailures: number;
+}
+
+/**
+ * The loop: from the resumed step to the last, one optimizer step each (TrainStep: load, forward/backward,
+ * reduce, apply), then its metrics record and progress, evaluation when due, and rank 0's checkpoints.
+ */
+export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunRecord): Promise<LoopResult> {
+  const { cfg, id, lead, say, progress } = ctx;
+  const { model, sgd, reducer, stepsPerEpoch, totalSteps } = st;
+  const trainStep = new TrainStep(model, sgd, reducer, {
+    auxWeight: cfg.auxWeight, accumulate: cfg.accumulate, batchSize: cfg.batchSize, imageSize: cfg.imageSize, seed: cfg.seed, rank: id.rank,
+  });
+  const schedule = { lr: cfg.lr, schedule: cfg.lrSchedule, warmupSteps: cfg.warmup, totalSteps, stepsPerEpoch, stepEpochs: cfg.stepEpochs, gamma: cfg.gamma };
+  const startStep = st.resumed?.ckpt.meta.step ?? 0;
+  const started = performance.now();
+  const out: LoopResult = {
+    startStep, stepsRun: 0, samples: 0, trainMs: 0, seconds: 0, times: { data: 0, compute: 0, reduce: 0, apply: 0 }, tensorsFirst: -1, checkpointFailures: 0,
+  };
+  let lastEvalStep = -1;
+
+  let evalEnabled = cfg.eval;
+  const evaluateNow = async (step: number) => {
+    if (!evalEnabled) return;
+    let result: EvalResult;
+    try {
+      result = await evaluate(cfg, id, model, reducer);
+    } catch (e) {
+      // Every rank reads the same data folder, so every rank takes this branch: no round is left waiting.
+      if ((e as { code?: string }).code !== 'DATASET_LAYOUT') throw e;
+      evalEnabled = false;
+      say(`warning: evaluation disabled: ${(e as Error).message}`);
+      return;
+    }
+    out.lastEval = result;
+    lastEvalStep = step;
+    rec.history.evals.push({ step, top1: result.top1, top5: result.top5 });
+    say(`eval @ step ${step}: top-1 ${(result.top1 * 100).toFixed(2)}%  top-5 ${(result.top5 * 100).toFixed(2)}%  loss ${result.loss.toFixed(4)}  (${result.samples} samples)`);
+    await rec.record({ type: 'eval', step, epoch: step / stepsPerEpoch, ...result });
+  };
+
+  for (let step = startStep; step < totalSteps; step++) {
+    const lr = learningRate(schedule, step);
+    const t0 = performance.now();
+    const r = await trainStep.run(step, async () => {
+      const b = await st.loader.next();
+      if (!b) throw new TrainerError('DATA_EXHAUSTED', 'the training loader ended; it should cycle epochs');
+      return b;
+    }, lr, step + 1 === cfg.profileStep);
+    const wall = performance.now() - t0;
+    out.trainMs += wall;
+    for (const k of Object.keys(out.times) as (keyof StepTimes)[]) out.times[k] += r.times[k];
+    out.samples += r.samples;
+    out.stepsRun++;
+    const done = step + 1;
+    if (out.tensorsFirst < 0) out.tensorsFirst = tf.memory().numTensors;
+    out.lastTrain = { loss: r.loss, top1: r.top1 };
+    if (!Number.isFinite(r.loss)) {
+      throw new TrainerError('LOSS_NOT_FINITE', `loss became ${r.loss} at step ${done}; lower --lr (now ${cfg.lr}) or add --warmup`);
+    }
+    const epochFloat = done / stepsPerEpoch;
+    rec.history.steps.push({ step: done, loss: r.loss, top1: r.top1 });
+    const imgPerSec = (r.samples / wall) * 1000;
+    await rec.record({ type: 'step', step: done, epoch: epochFloat, lr, loss: r.loss, top1: r.top1, top5: r.top5, samples: r.samples, imgPerSec, ms: { wall, ...r.times }, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6), ...(r.dispatches !== undefined ? { dispatches: r.dispatches } : {}), ...(r.gpu ? { gpu: { kernelMs: r.gpu.kernelMs, kernels: r.gpu.kernels.slice(0, 15) } } : {}) });
+    if (r.gpu) say(`profile step ${done}: ${r.dispatches} dispatches, GPU kernel time ${r.gpu.kernelMs.toFixed(1)} ms (compute phase); busiest: ${r.gpu.kernels.slice(0, 6).map((k) => `${k.name} ${k.ms.toFixed(1)} ms x${k.calls}`).join(', ')}`);
+    progress.update({ step: done, total: totalSteps, epoch: Math.ceil(epochFloat - 1e-9), loss: r.loss, top1: r.top1, imgPerSec, lr });
+
+    const epochEnd = done % stepsPerEpoch === 0;
+    if (cfg.eval && ((cfg.evalEvery > 0 && done % cfg.evalEvery === 0) || (cfg.evalEvery === 0 && epochEnd) || done === totalSteps)) {
+      await evaluateNow(done);
+    }
+    if (((cfg.checkpointEvery > 0 && done % cfg.checkpointEvery === 0) || epochEnd) && lead) {
+      try {
+        const file = await saveCheckpoint(cfg, model, sgd, st.loader.state(), done, stepsPerEpoch);
+        say(`checkpoint: ${file}`);
+      } catch (e) {
+        out.checkpointFailures++;
+        say(`error: ${(e as Error).message}`);
+      }
+    }
+    if (lead && ctx.unflushed() > 50) await ctx.flushLog();
+  }
+  if (cfg.eval && lastEvalStep !== totalSteps && startStep === totalSteps) await evaluateNow(totalSteps);
+  out.seconds = (performance.now() - started) / 1000;
+  return out;
+}
+
+/** Checkpoint writing, with the metadata that makes a resume exact. */
+async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, sampler: LoaderState, step: number, stepsPerEpoch: number): Promise<string> {
+  const meta: CheckpointMeta = {
+    format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, epoch: Math.floor(step / stepsPerEpoch), sampler,
+    optimizer: { type: 'sgd', started: sgd.state().started, momentum: cfg.momentum, weightDecay: cfg.weightDecay, layout: 'tfjs' },
+    config: publicConfig(cfg), seeds: { seed: cfg.seed }, createdAt: new Date().toISOString(),
+  };
+  return writeCheckpoint(cfg.out, step, await encodeCheckpoint(model, sgd, meta), { keep: cfg.keep });
+}
