@@ -6,8 +6,12 @@ import {
   HEADER_ROOM, MAX_METRICS, PROTOCOL_VERSION, ProtocolViolation, CloseCode, bytesPer, decode, encode, writeHeader,
   type CollMsg, type DataMsg, type DType, type GoMsg, type Message, type Op, type ResultMsg, type SignatureEntry, type WelcomeMsg,
 } from './protocol.js';
+import { hostId } from './host-id.js';
 import { PeerPlane, type PeerFailureCode, type PeerTiming } from './peer.js';
+import { DATA_PLANES, type DataPlaneChoice } from './plane-select.js';
 import { Arena, align16 } from './reduce.js';
+import { ShmPlane } from './shm-plane.js';
+import { shmUnavailable } from './shm-native.js';
 
 export interface ClientOptions {
   /** ws://host:port or wss://host:port of the coordinator. */
@@ -37,6 +41,12 @@ export interface ClientOptions {
   rendezvousTimeoutMs?: number;
   /** Log sink for events nobody awaits (connections the peer data listener refused); default: none. */
   log?: (line: string) => void;
+  /**
+   * Which data planes this worker offers (the coordinator picks one for the whole job, plane-select.ts): 'auto'
+   * (default) and 'shm' offer shared memory (when the addon loads; else logged) and a peer data port; 'peer' only
+   * the port; 'coordinator' neither.
+   */
+  dataPlane?: DataPlaneChoice;
 }
 
 /**
@@ -47,8 +57,10 @@ export interface ClientOptions {
  */
 export interface ClientTiming {
   encodeMs: number; sendMs: number; waitMs: number; decodeMs: number; totalMs: number;
-  dataPlane?: 'peer' | 'coordinator'; receiveMs?: number; sumMs?: number; returnMs?: number; flushMs?: number;
+  dataPlane?: 'shm' | 'peer' | 'coordinator'; receiveMs?: number; sumMs?: number; returnMs?: number; flushMs?: number;
 }
+// On the shm plane: encodeMs = copying into the segment, receiveMs = waiting for the other ranks' steps, sumMs =
+// reducing this rank's shards, decodeMs = copying the other shards' results out.
 
 /** Per-call options of allReduce. */
 export interface AllReduceOptions {
@@ -60,7 +72,7 @@ export interface AllReduceOptions {
   compressibleLength?: number;
 }
 
-const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000 };
+const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000, dataPlane: 'auto' as DataPlaneChoice };
 /** Extra wait beyond a timeout so that the coordinator's abort (which names the failed rank) wins the race. */
 const GRACE_MS = 1000;
 
@@ -71,8 +83,8 @@ interface Pending {
   data: Float32Array; metrics?: Float64Array;
   resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout;
   t0: number; tSent: number; tFirst: number; decodeMs: number;
-  /** peer data plane: this rank's exchange finished / the coordinator's go arrived */
-  peer?: { timing: PeerTiming; done: boolean; go: boolean; tGo: number };
+  /** peer (or shm) data plane: this rank's exchange finished / the coordinator's go arrived */
+  peer?: { timing: PeerTiming; done: boolean; go: boolean; tGo: number; shm?: boolean };
 }
 
 export class CoordinatorClient {
@@ -85,6 +97,8 @@ export class CoordinatorClient {
   private readonly bucketElems: number;
   /** Set when the job uses the peer data plane (the coordinator's welcome listed every rank's data port). */
   private readonly plane: PeerPlane | null;
+  /** Set when the job uses the shared-memory data plane (the welcome named a segment). */
+  private shm: ShmPlane | null = null;
   private peerFailureTimer: NodeJS.Timeout | null = null;
   private readonly maxMessageBytes: number;
   private seq = 0;
@@ -125,6 +139,7 @@ export class CoordinatorClient {
     check(Number.isFinite(opts.bucketBytes) && opts.bucketBytes >= 32, 'INVALID_OPTIONS', () => `bucketBytes must be >= 32, got ${opts.bucketBytes}`);
     check(opts.gradCompression === 'none' || opts.gradCompression === 'fp16', 'INVALID_OPTIONS', () => `gradCompression must be 'none' or 'fp16', got ${opts.gradCompression}`);
     check(opts.timeoutMs > 0 && opts.rendezvousTimeoutMs > 0, 'INVALID_OPTIONS', () => 'timeoutMs and rendezvousTimeoutMs must be positive');
+    check(DATA_PLANES.includes(opts.dataPlane), 'INVALID_OPTIONS', () => `dataPlane must be one of ${DATA_PLANES.join(', ')}, got ${String(opts.dataPlane)}`);
     const token = resolveToken(opts.token);
     const ca = opts.ca === undefined ? undefined : opts.ca.includes('-----BEGIN') ? opts.ca : existsSync(opts.ca) ? readFileSync(opts.ca, 'utf8') : opts.ca;
     const deadline = Date.now() + opts.rendezvousTimeoutMs + GRACE_MS;
@@ -132,7 +147,11 @@ export class CoordinatorClient {
     const host = url.hostname.replace(/^\[|\]$/g, '');
     // Peer data connections are plain TCP (authenticated by a per-job key), so a wss:// job keeps its data on the
     // coordinator's TLS connection. Bind the interface that reaches a loopback coordinator, else every interface.
-    const peerHost = url.protocol === 'ws:' ? (isLoopback(host) ? (host === 'localhost' ? '127.0.0.1' : host) : '0.0.0.0') : null;
+    const peerHost = url.protocol === 'ws:' && opts.dataPlane !== 'coordinator' ? (isLoopback(host) ? (host === 'localhost' ? '127.0.0.1' : host) : '0.0.0.0') : null;
+    // Shared memory needs the addon; the coordinator then picks another plane, and the log says why.
+    const noShm = opts.dataPlane === 'auto' || opts.dataPlane === 'shm' ? shmUnavailable() : 'not offered';
+    if (noShm && noShm !== 'not offered') opts.log?.(`rank ${opts.rank}: shared-memory data plane unavailable: ${noShm}`);
+    const myHost = noShm ? undefined : hostId();
     for (;;) {
       const arena = new Arena();
       const plane = peerHost === null ? null : await PeerPlane.listen(peerHost, arena);
@@ -148,9 +167,10 @@ export class CoordinatorClient {
         ...(ca === undefined ? {} : { ca }),
       });
       try {
-        const welcome = await handshake(ws, opts, deadline, plane?.port);
+        const welcome = await handshake(ws, opts, deadline, plane?.port, myHost);
         const client = new CoordinatorClient(ws, opts, welcome, arena, plane);
         if (client.plane) await client.openPeers(welcome);
+        if (welcome.shm) await client.openShm(welcome.shm);
         return client;
       } catch (e) {
         ws.terminate();
@@ -177,6 +197,16 @@ export class CoordinatorClient {
     }
   }
 
+  /** Maps the job's shared segment; a failure here closes the socket, so the coordinator aborts the other ranks. */
+  private async openShm(path: string): Promise<void> {
+    try {
+      this.shm = await ShmPlane.open({ path, rank: this.rank, ranks: this.worldSize, timeoutMs: this.opts.timeoutMs });
+    } catch (e) {
+      throw this.failure ?? new CoordinatorError((e as CoordinatorError).code ?? 'CONNECTION_LOST', `rank ${this.rank}: ${(e as Error).message}; ` +
+        `ranks with one host id must share /dev/shm (or start the coordinator with dataPlane: 'peer')`);
+    }
+  }
+
   /** Rank 0's `data` is copied into every rank's `data` (lengths must match on every rank). */
   broadcast(data: Float32Array): Promise<void> {
     return this.collective('bcast', data);
@@ -188,11 +218,12 @@ export class CoordinatorClient {
    * first (marked `tail`), so each collective keeps one dtype on both data planes.
    */
   async allReduce(data: Float32Array, metrics?: Float64Array, options: AllReduceOptions = {}): Promise<void> {
-    const k = options.compressibleLength ?? data?.length;
-    if (!(data instanceof Float32Array) || !Number.isInteger(k) || k < 0 || k > data.length) {
-      return this.collective('mean', data, metrics, { badLength: k });
+    const n = data instanceof Float32Array ? data.length : 0; // collective() rejects anything else
+    const k = options.compressibleLength ?? n;
+    if (!Number.isInteger(k) || k < 0 || k > n) {
+      throw new CoordinatorError('INVALID_OPTIONS', `compressibleLength must be an integer in 0..${n} (data.length), got ${k}`);
     }
-    if (this.opts.gradCompression !== 'fp16' || k === data.length) return this.collective('mean', data, metrics);
+    if (this.opts.gradCompression !== 'fp16' || k === n) return this.collective('mean', data, metrics);
     if (k === 0) return this.collective('mean', data, metrics, { lossless: true });
     await this.collective('mean', data.subarray(0, k), metrics);
     const head = this.lastTiming;
@@ -209,18 +240,18 @@ export class CoordinatorClient {
   }
 
   /** `lossless`: float32 even with fp16 compression; `tail`: the remainder of the preceding all-reduce. */
-  private collective(op: Op, data: Float32Array, metrics?: Float64Array, o: { lossless?: boolean; tail?: boolean; badLength?: unknown } = {}): Promise<void> {
+  private collective(op: Op, data: Float32Array, metrics?: Float64Array, o: { lossless?: boolean; tail?: boolean } = {}): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closing) return Promise.reject(new CoordinatorError('CLOSED', 'this client was closed; connect a new one'));
     if (this.pending) return Promise.reject(new CoordinatorError('BUSY', 'another collective is in progress on this client; await it first (calls must be issued in the same order on every rank)'));
     if (!(data instanceof Float32Array)) return Promise.reject(new CoordinatorError('INVALID_OPTIONS', 'data must be a Float32Array'));
-    if ('badLength' in o) return Promise.reject(new CoordinatorError('INVALID_OPTIONS', `compressibleLength must be an integer in 0..${data.length} (data.length), got ${String(o.badLength)}`));
     if (metrics && (!(metrics instanceof Float64Array) || metrics.length > MAX_METRICS)) {
       return Promise.reject(new CoordinatorError('INVALID_OPTIONS', `metrics must be a Float64Array of at most ${MAX_METRICS} values`));
     }
     const t0 = performance.now();
     const dtype: DType = op === 'mean' && this.opts.gradCompression === 'fp16' && !o.lossless ? 'f16' : 'f32';
     const tail = o.tail === true;
+    if (this.shm) return this.shmCollective(op, dtype, data, metrics, t0, tail);
     if (this.plane) return this.peerCollective(op, dtype, data, metrics, t0, tail);
     const esize = bytesPer(dtype);
     const numel = data.length;
@@ -287,6 +318,31 @@ export class CoordinatorClient {
     });
   }
 
+  /**
+   * Shared-memory data plane: announce the collective (coll) and exchange through the segment at once; the
+   * coordinator's go (consistency across ranks, metric sums) arrives meanwhile. Finishes when both are done.
+   */
+  private shmCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean): Promise<void> {
+    const seq = ++this.seq;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
+        `collective ${seq} (${op}) did not complete within ${this.opts.timeoutMs / 1000} s; the coordinator at ${this.opts.url} or another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
+      const p: Pending = { seq, op, dtype, nb: 1, bucketElems: this.bucketElems, got: 0, arrived: new Uint8Array(0), data, metrics, resolve, reject, timer, t0, tSent: 0, tFirst: 0, decodeMs: 0 };
+      this.pending = p;
+      const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems, ...(tail ? { tail } : {}) };
+      if (metrics) header.metrics = Array.from(metrics);
+      this.ws.send(encode(header));
+      p.tSent = performance.now();
+      const timing: PeerTiming = { encodeMs: 0, sendMs: 0, receiveMs: 0, sumMs: 0, returnMs: 0, decodeMs: 0, flushMs: 0 };
+      p.peer = { timing, done: false, go: false, tGo: 0, shm: true };
+      this.shm!.run(op, dtype, data).then((t) => {
+        Object.assign(timing, { encodeMs: t.copyInMs, receiveMs: t.waitMs, sumMs: t.sumMs, decodeMs: t.copyOutMs });
+        p.peer!.done = true;
+        this.finishPeer(p);
+      }, (e: CoordinatorError) => this.fail(e));
+    });
+  }
+
   private onGo(m: GoMsg): void {
     const p = this.pending;
     if (!p?.peer || m.seq !== p.seq || p.peer.go) throw new Error(`go for collective ${m.seq} was not expected`);
@@ -296,7 +352,7 @@ export class CoordinatorClient {
     }
     p.peer.go = true;
     p.peer.tGo = performance.now();
-    this.plane!.go();
+    if (!p.peer.shm) this.plane!.go();
     this.finishPeer(p);
   }
 
@@ -307,7 +363,7 @@ export class CoordinatorClient {
     const t = p.peer!.timing;
     this.lastTiming = {
       encodeMs: t.encodeMs, sendMs: t.sendMs, waitMs: p.peer!.tGo - p.tSent, decodeMs: t.decodeMs, totalMs: performance.now() - p.t0,
-      dataPlane: 'peer', receiveMs: t.receiveMs, sumMs: t.sumMs, returnMs: t.returnMs, flushMs: t.flushMs,
+      dataPlane: p.peer!.shm ? 'shm' : 'peer', receiveMs: t.receiveMs, sumMs: t.sumMs, returnMs: t.returnMs, flushMs: t.flushMs,
     };
     p.resolve();
   }
@@ -399,6 +455,7 @@ export class CoordinatorClient {
     this.failure ??= err;
     if (this.peerFailureTimer) clearTimeout(this.peerFailureTimer);
     this.plane?.destroy();
+    this.shm?.close(); // a collective the other ranks wait in fails for them at once
     const p = this.pending;
     this.pending = null;
     if (p) {
@@ -436,6 +493,7 @@ export class CoordinatorClient {
       this.ws.close(1000, 'bye');
     }
     this.plane?.close();
+    this.shm?.close();
     if (this.ws.readyState !== WebSocket.CLOSED) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => { this.ws.terminate(); resolve(); }, 2000);
@@ -455,7 +513,7 @@ function missingBuckets(arrived: Uint8Array): string {
 }
 
 /** Opens the socket, says hello and waits for welcome (or a rejection). */
-function handshake(ws: WebSocket, opts: ClientOptions & { rendezvousTimeoutMs: number }, deadline: number, dataPort: number | undefined): Promise<WelcomeMsg> {
+function handshake(ws: WebSocket, opts: ClientOptions & { rendezvousTimeoutMs: number }, deadline: number, dataPort: number | undefined, host: string | undefined): Promise<WelcomeMsg> {
   return new Promise((resolve, reject) => {
     let opened = false;
     let settled = false;
@@ -472,7 +530,7 @@ function handshake(ws: WebSocket, opts: ClientOptions & { rendezvousTimeoutMs: n
     ws.on('open', () => {
       opened = true;
       ws.send(encode({ v: PROTOCOL_VERSION, type: 'hello', rank: opts.rank, worldSize: opts.worldSize, signature: opts.signature,
-        ...(opts.runId === undefined ? {} : { runId: opts.runId }), ...(dataPort === undefined ? {} : { dataPort }) }));
+        ...(opts.runId === undefined ? {} : { runId: opts.runId }), ...(dataPort === undefined ? {} : { dataPort }), ...(host === undefined ? {} : { hostId: host }) }));
     });
     ws.on('message', (buf: Buffer) => {
       let msg: Message;

@@ -18,6 +18,8 @@ export interface Conn {
   saidBye: boolean;
   /** the worker's peer data port (from hello) */
   dataPort?: number;
+  /** the worker's host id (from hello), offered when it can use the shared-memory plane */
+  hostId?: string;
 }
 
 /** What a connection reports to the job. */

@@ -3,6 +3,7 @@ import { onData } from './coordinator-plane.js';
 import { who, type Conn } from './conn.js';
 import { abort, onClose } from './failures.js';
 import { onColl, onPeerFailure } from './peer-control.js';
+import { choosePlane, type DataPlane, type DataPlaneChoice } from './plane-select.js';
 import { CloseCode, ProtocolViolation, encode, type HelloMsg, type Message } from './protocol.js';
 import { Arena } from './reduce.js';
 import { Rendezvous } from './rendezvous.js';
@@ -16,7 +17,7 @@ export interface JobOptions {
   roundTimeoutMs: number;
   rendezvousTimeoutMs: number;
   maxMessageBytes: number;
-  dataPlane: 'peer' | 'coordinator';
+  dataPlane: DataPlaneChoice;
   onAbort?: (info: { generation: number; failedRank: number; code: string; reason: string }) => void;
 }
 
@@ -34,7 +35,7 @@ export class Job {
   rdv: Rendezvous;
   rdvTimer: NodeJS.Timeout | null = null;
   workers: (Conn | null)[] = [];
-  plane: 'peer' | 'coordinator' = 'coordinator';
+  plane: DataPlane = 'coordinator';
   round: Round | null = null;
   lastSeq = 0;
   steps = 0;
@@ -56,10 +57,11 @@ export class Job {
     switch (msg.type) {
       case 'hello': return this.onHello(conn, msg);
       case 'data':
-        if (this.plane === 'peer') throw new ProtocolViolation(CloseCode.UNEXPECTED, 'data through the coordinator in a job that uses the peer data plane');
+        if (this.plane !== 'coordinator') throw new ProtocolViolation(CloseCode.UNEXPECTED, `data through the coordinator in a job that uses the ${this.plane} data plane`);
         return onData(this, conn, msg, payload);
       case 'coll':
-        if (this.plane !== 'peer' || this.state !== 'running') throw new ProtocolViolation(CloseCode.UNEXPECTED, 'coll outside a job that uses the peer data plane');
+        // The shm plane is controlled like the peer plane: announcements here, bytes between the workers.
+        if (this.plane === 'coordinator' || this.state !== 'running') throw new ProtocolViolation(CloseCode.UNEXPECTED, 'coll outside a job that uses the peer or shm data plane');
         return onColl(this, conn, msg);
       case 'peerFailure': return onPeerFailure(this, conn, msg);
       case 'bye':
@@ -105,6 +107,7 @@ export class Job {
     conn.rank = h.rank;
     conn.state = 'joined';
     conn.dataPort = h.dataPort;
+    conn.hostId = h.hostId;
     this.workers[h.rank] = conn;
     this.log(`coordinator: rank ${h.rank} joined from ${conn.address} (${this.rdv.size}/${this.opts.worldSize})`);
     if (this.rdv.size === 1) {
@@ -118,19 +121,21 @@ export class Job {
     this.rdvTimer = null;
     this.state = 'running';
     this.rdv.runId ??= randomUUID();
-    const peer = this.opts.dataPlane === 'peer' && this.workers.every((w) => w!.dataPort !== undefined);
-    this.plane = peer ? 'peer' : 'coordinator';
+    const { plane, why } = choosePlane(this.opts.dataPlane, this.workers.map((w) => ({ dataPort: w!.dataPort, hostId: w!.hostId })));
+    this.plane = plane;
     const welcome = encode({
       v: 1, type: 'welcome', generation: this.generation, worldSize: this.opts.worldSize, runId: this.rdv.runId, maxMessageBytes: this.opts.maxMessageBytes,
       // The address each worker's WebSocket came from, and a fresh key per generation (only ever sent over the
       // authenticated WebSocket) that every data connection must present.
-      ...(peer ? { peers: this.workers.map((w) => ({ host: hostOf(w!.address), port: w!.dataPort! })), dataKey: randomBytes(32).toString('hex') } : {}),
+      ...(plane === 'peer' ? { peers: this.workers.map((w) => ({ host: hostOf(w!.address), port: w!.dataPort! })), dataKey: randomBytes(32).toString('hex') } : {}),
+      // A fresh, unguessable segment name per generation (a restarted job never meets a dead one's segment).
+      ...(plane === 'shm' ? { shm: `/dev/shm/googlenet-${randomBytes(12).toString('hex')}` } : {}),
     });
     for (const w of this.workers) {
       w!.state = 'running';
       w!.ws.send(welcome);
     }
-    this.log(`coordinator: all ${this.opts.worldSize} workers joined; run ${this.rdv.runId}, generation ${this.generation}, data plane ${this.plane}`);
+    this.log(`coordinator: all ${this.opts.worldSize} workers joined; run ${this.rdv.runId}, generation ${this.generation}, data plane ${this.plane} (${why})`);
   }
 
   private rendezvousTimeout(): void {

@@ -41,13 +41,21 @@ export type DType = 'f32' | 'f16';
 export type Op = 'mean' | 'bcast';
 export interface SignatureEntry { name: string; shape: number[] }
 
-/** `dataPort`: the worker's peer data listener (absent: the worker only speaks the coordinator data plane). */
-export interface HelloMsg { v: 1; type: 'hello'; rank: number; worldSize: number; runId?: string; signature: SignatureEntry[]; dataPort?: number }
-/** `peers` + `dataKey` (64 hex chars, per generation) select the peer data plane; absent: data goes through the coordinator. */
+/**
+ * `dataPort`: the worker's peer data listener (absent: the worker only speaks the coordinator data plane).
+ * `hostId`: offered when the worker can use the shared-memory plane (host-id.ts); equal ids share /dev/shm.
+ */
+export interface HelloMsg { v: 1; type: 'hello'; rank: number; worldSize: number; runId?: string; signature: SignatureEntry[]; dataPort?: number; hostId?: string }
+/**
+ * `peers` + `dataKey` (64 hex chars, per generation) select the peer data plane; `shm` (the segment's path, per
+ * generation) the shared-memory plane; neither: data goes through the coordinator.
+ */
 export interface WelcomeMsg {
   v: 1; type: 'welcome'; generation: number; worldSize: number; runId: string; maxMessageBytes: number;
-  peers?: PeerAddress[]; dataKey?: string;
+  peers?: PeerAddress[]; dataKey?: string; shm?: string;
 }
+/** The only segment paths a worker maps (a coordinator cannot make it create or open any other file). */
+export const SHM_PATH = /^\/dev\/shm\/googlenet-[0-9a-f]{24}$/;
 export interface PeerAddress { host: string; port: number }
 export interface ErrorMsg { v: 1; type: 'error'; code: string; message: string }
 /**
@@ -156,6 +164,7 @@ function validate(m: Record<string, unknown>): void {
       if (m.runId !== undefined && !isStr(m.runId)) bad('hello: runId must be a string');
       if (!Array.isArray(m.signature) || m.signature.length > 100_000) bad('hello: signature must be an array');
       if (m.dataPort !== undefined && !(isInt(m.dataPort, 1) && (m.dataPort as number) < 65536)) bad('hello: dataPort must be a port number');
+      if (m.hostId !== undefined && !(isStr(m.hostId, 128) && m.hostId.length > 0)) bad('hello: hostId must be a string of 1..128 characters');
       for (const e of m.signature as unknown[]) {
         const s = e as SignatureEntry;
         if (typeof s !== 'object' || s === null || !isStr(s.name) || !Array.isArray(s.shape) || !s.shape.every((d) => isInt(d))) {
@@ -180,6 +189,7 @@ function validate(m: Record<string, unknown>): void {
       if (m.peers !== undefined && (!Array.isArray(m.peers) || m.peers.length !== m.worldSize ||
         !m.peers.every((p: PeerAddress) => typeof p === 'object' && p !== null && isStr(p.host, 256) && isInt(p.port, 1)))) bad('welcome: bad peers');
       if ((m.peers === undefined) !== (m.dataKey === undefined) || (m.dataKey !== undefined && !(isStr(m.dataKey) && /^[0-9a-f]{64}$/.test(m.dataKey)))) bad('welcome: bad dataKey');
+      if (m.shm !== undefined && !(isStr(m.shm, 64) && SHM_PATH.test(m.shm) && m.peers === undefined)) bad('welcome: bad shm segment path');
       return;
     case 'coll':
       if (!isInt(m.seq, 1) || !isInt(m.numel) || !isInt(m.bucketElems, 1)) bad('coll: seq, numel, bucketElems must be integers');

@@ -5,6 +5,7 @@ import { watchConnection } from './conn.js';
 import { check } from './errors.js';
 import { createFront } from './http-front.js';
 import { Job } from './job.js';
+import { DATA_PLANES, type DataPlaneChoice } from './plane-select.js';
 import { CloseCode } from './protocol.js';
 import { statusOf, type StatusReport } from './status.js';
 
@@ -50,9 +51,10 @@ export interface CoordinatorOptions {
   log?: (line: string) => void;
   /**
    * 'peer' (default): when every worker offers a data port (plain ws://), tensor bytes flow worker <-> worker and
-   * the coordinator only checks, times and releases each collective; 'coordinator': every byte goes through here.
+   * the coordinator only checks, times and releases each collective; 'auto' / 'shm': shared memory when every
+   * worker offers the same host id, else as 'peer'; 'coordinator': every byte goes through here (plane-select.ts).
    */
-  dataPlane?: 'peer' | 'coordinator';
+  dataPlane?: DataPlaneChoice;
   /** Called after an abort was sent to the surviving workers (the coordinator is then back in rendezvous). */
   onAbort?: (info: { generation: number; failedRank: number; code: string; reason: string }) => void;
 }
@@ -83,6 +85,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   for (const k of ['roundTimeoutMs', 'rendezvousTimeoutMs', 'maxMessageBytes', 'heartbeatMs'] as const) {
     check(Number.isFinite(opts[k]) && opts[k] > 0, 'INVALID_OPTIONS', () => `${k} must be a positive number, got ${opts[k]}`);
   }
+  check(DATA_PLANES.includes(opts.dataPlane), 'INVALID_OPTIONS', () => `dataPlane must be one of ${DATA_PLANES.join(', ')}, got ${String(opts.dataPlane)}`);
   const token = resolveToken(opts.token);
   requireTokenFor(opts.host, token);
   const c = new CoordinatorServer(opts, token);

@@ -1,0 +1,86 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { floatToHalf, halfToFloat } from '../src/fp16.js';
+import { HOST_ID_ENV } from '../src/host-id.js';
+import { referenceMean } from '../src/reduce.js';
+import { shmUnavailable } from '../src/shm-native.js';
+import { CoordinatorClient, startCoordinator } from '../src/index.js';
+import { SIG, randomFloats, startJob, stopJob, type Job } from './helpers.js';
+
+// The three data planes (shared memory, worker-to-worker TCP, through the coordinator) on the same inputs.
+const unavailable = shmUnavailable();
+if (unavailable && process.env.GOOGLENET_REQUIRE_NATIVE === '1') throw new Error(`shm addon missing (GOOGLENET_REQUIRE_NATIVE=1): ${unavailable}`);
+if (unavailable) console.log(`SKIPPED test/planes.test.ts: needs the shm addon (${unavailable}; apt-get install g++ and run npm ci)`);
+
+let job: Job | null = null;
+afterEach(async () => {
+  if (job) await stopJob(job).catch(() => {});
+  job = null;
+});
+
+const bytesOf = (x: Float32Array): Buffer => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+const q16 = (v: number) => halfToFloat(floatToHalf(v));
+const PLANES = ['shm', 'peer', 'coordinator'] as const;
+
+(unavailable ? describe.skip : describe)('data planes', () => {
+  it('give identical bytes on shm, peer and coordinator planes: fp32 mean, fp16 head + fp32 tail, broadcast, metrics', async () => {
+    const numel = 20_011, head = 15_000;
+    const inputs = [0, 1, 2].map((r) => randomFloats(numel, 90 + r));
+    const out: Record<string, Buffer[]> = {};
+    for (const plane of PLANES) {
+      for (const compression of ['none', 'fp16'] as const) {
+        job = await startJob(3, { dataPlane: plane }, { bucketBytes: 16 * 1024, gradCompression: compression, dataPlane: plane });
+        expect(job.logs.some((l) => l.includes(`data plane ${plane}`)), job.logs.join('\n')).toBe(true);
+        const datas = inputs.map((x) => x.slice());
+        const metrics = [0, 1, 2].map((r) => new Float64Array([r, 0.5]));
+        await Promise.all(job.clients.map((c, r) => c.allReduce(datas[r]!, metrics[r], { compressibleLength: head })));
+        for (const m of metrics) expect(Array.from(m)).toEqual([3, 1.5]);
+        expect(job.clients[0]!.lastTiming.dataPlane ?? 'coordinator').toBe(plane);
+        const bc = [0, 1, 2].map((r) => randomFloats(777, 7 + r));
+        await Promise.all(job.clients.map((c, r) => c.broadcast(bc[r]!)));
+        for (const b of bc) expect(bytesOf(b).equals(bytesOf(bc[0]!))).toBe(true);
+        (out[compression] ??= []).push(...datas.map(bytesOf));
+        await stopJob(job);
+        job = null;
+      }
+    }
+    // every rank of every plane holds the same bytes, and they are the documented mean
+    const want = new Float32Array(numel);
+    referenceMean(inputs, want);
+    for (const b of out.none!) expect(b.equals(bytesOf(want))).toBe(true);
+    const want16 = new Float32Array(numel);
+    referenceMean(inputs.map((x) => Float32Array.from(x.subarray(0, head), q16)), want16.subarray(0, head));
+    want16.subarray(0, head).set(want16.subarray(0, head).map(q16));
+    referenceMean(inputs.map((x) => x.subarray(head)), want16.subarray(head));
+    for (const b of out.fp16!) expect(b.equals(bytesOf(want16))).toBe(true);
+  }, 60_000);
+
+  it('chooses shared memory automatically for ranks on one host and the peer plane for ranks on two (forced host ids)', async () => {
+    for (const [ids, plane] of [[['m1', 'm1'], 'shm'], [['m1', 'm2'], 'peer']] as const) {
+      const logs: string[] = [];
+      const coord = await startCoordinator({ worldSize: 2, dataPlane: 'auto', log: (l) => logs.push(l) });
+      const before = process.env[HOST_ID_ENV];
+      const connecting = ids.map((id, rank) => {
+        process.env[HOST_ID_ENV] = id; // read synchronously by connect(), before its first await
+        return CoordinatorClient.connect({ url: coord.url, rank, worldSize: 2, signature: SIG });
+      });
+      if (before === undefined) delete process.env[HOST_ID_ENV];
+      else process.env[HOST_ID_ENV] = before;
+      const clients = await Promise.all(connecting);
+      expect(logs.find((l) => l.includes('data plane'))).toContain(`data plane ${plane}`);
+      const datas = [randomFloats(100, 1), randomFloats(100, 2)];
+      const want = new Float32Array(100);
+      referenceMean(datas, want);
+      await Promise.all(clients.map((c, r) => c.allReduce(datas[r]!)));
+      expect(clients[1]!.lastTiming.dataPlane).toBe(plane);
+      for (const d of datas) expect(bytesOf(d).equals(bytesOf(want))).toBe(true);
+      await Promise.all(clients.map((c) => c.close()));
+      await coord.close();
+    }
+  });
+
+  it('refuses an unknown dataPlane with INVALID_OPTIONS on both sides', async () => {
+    await expect(startCoordinator({ worldSize: 1, dataPlane: 'nvlink' as 'shm' })).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    await expect(CoordinatorClient.connect({ url: 'ws://127.0.0.1:1', rank: 0, worldSize: 1, signature: SIG, dataPlane: 'udp' as 'shm' }))
+      .rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringMatching(/auto, shm, peer, coordinator/) });
+  });
+});
