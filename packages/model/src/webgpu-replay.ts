@@ -347,6 +347,8 @@ export class StepGraph {
   private readonly liveIn: LiveIn[] = [];
   private readonly buffers = new Set<GPUBuffer>();
   private disposed = false;
+  /** Whether the input staging buffers are mapped for the host to fill (at creation, then after each read). */
+  private inputsMapped = true;
   /** Dispatches per replay. */
   readonly dispatches: number;
 
@@ -420,7 +422,12 @@ export class StepGraph {
         continue;
       }
       const bytes = op.values.byteLength;
-      const src = device.createBuffer({ size: Math.ceil(bytes / 4) * 4, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      // Inputs: mapped staging buffers the host fills in place (one copy, and the loader's batches live in
+      // SharedArrayBuffers, which Dawn's queue.writeBuffer does not take); constants: written once, here.
+      const src = device.createBuffer({
+        size: Math.ceil(bytes / 4) * 4, mappedAtCreation: !!op.input,
+        usage: GPUBufferUsage.COPY_SRC | (op.input ? GPUBufferUsage.MAP_WRITE : GPUBufferUsage.COPY_DST),
+      });
       g.uploadBuffers.set(op, src);
       if (op.input) {
         const e = g.inputs.get(op.input) ?? { size: op.values.length, buffers: [] };
@@ -471,8 +478,14 @@ export class StepGraph {
       if (!v || v.length !== e.size) {
         throw new ReplayError('REPLAY_MISMATCH', `replay: input '${name}' must have ${e.size} values, got ${v?.length ?? 'none'}`);
       }
-      for (const b of e.buffers) queue.writeBuffer(b, 0, v);
+      if (!this.inputsMapped) throw new ReplayError('REPLAY_MISMATCH', 'replay: readOutputs() of the previous replay must finish first');
+      for (const b of e.buffers) {
+        const range = b.getMappedRange();
+        (v instanceof Float32Array ? new Float32Array(range) : new Int32Array(range)).set(v);
+        b.unmap();
+      }
     }
+    this.inputsMapped = this.inputs.size === 0;
     const one = new Float32Array(1);
     for (const s of this.rec.scalars) {
       const v = scalars[s.name];
@@ -519,13 +532,17 @@ export class StepGraph {
     return true;
   }
 
-  /** The outputs of the last replay (waits for the GPU). */
+  /** The outputs of the last replay (waits for the GPU); maps the input buffers again for the next replay. */
   async readOutputs(): Promise<Float32Array[]> {
     const out: Float32Array[] = [];
     for (const r of this.readbacks) {
       await r.staging.mapAsync(GPUMapMode.READ);
       out.push(new Float32Array(r.staging.getMappedRange().slice(0)));
       r.staging.unmap();
+    }
+    if (!this.inputsMapped) {
+      await Promise.all([...this.inputs.values()].flatMap((e) => e.buffers.map((b) => b.mapAsync(GPUMapMode.WRITE))));
+      this.inputsMapped = true;
     }
     return out;
   }

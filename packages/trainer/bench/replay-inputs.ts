@@ -1,10 +1,11 @@
 /**
- * What a replayed step writes from the host besides its recorded commands, at a given shape: the dropout masks
- * built on the host (dropoutInputs) and the upload of the batch (images and labels) through the queue. Run on
- * Dawn's null backend by the bench (DAWNNODE_BACKEND=null), at 224x224 batch 64, where a whole step does not
- * fit that backend's memory. Prints one JSON line: {"masksMs": m, "uploadMs": u, ...} (medians of 9).
+ * What a replayed step does on the host besides encoding its recorded commands, at a given shape: the dropout
+ * masks' stream keys (the masks themselves are made on the GPU) and the upload of the batch (images and labels)
+ * through the queue; and, for comparison, the host-built masks of the normal path. Run on Dawn's null backend by
+ * the bench (DAWNNODE_BACKEND=null), at 224x224 batch 64, where a whole step does not fit that backend's memory.
+ * Prints one JSON line: {"keysMs", "uploadMs", "hostMasksMs", ...} (medians of 9).
  */
-import { dropoutInputs, GoogLeNet, selectBackend } from '@googlenet/model';
+import { dropoutInputs, dropoutStreams, GoogLeNet, selectBackend } from '@googlenet/model';
 import * as tf from '@tensorflow/tfjs';
 import { parseFlags, type FlagSpec } from '../src/flags';
 
@@ -23,16 +24,20 @@ const usage = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const [imgBuf, lblBuf] = [device.createBuffer({ size: images.byteLength, usage }), device.createBuffer({ size: Math.max(16, labels.byteLength), usage })];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 const masks: number[] = [];
+const keys: number[] = [];
 const upload: number[] = [];
 for (let i = 0; i < 9; i++) {
   let t = performance.now();
   dropoutInputs(model, batch, i);
   masks.push(performance.now() - t);
   t = performance.now();
+  dropoutStreams(model, batch, i);
+  keys.push(performance.now() - t);
+  t = performance.now();
   device.queue.writeBuffer(imgBuf, 0, images);
   device.queue.writeBuffer(lblBuf, 0, labels);
   upload.push(performance.now() - t);
   await device.queue.onSubmittedWorkDone();
 }
-console.log(JSON.stringify({ shape: `${size}x${size} b${batch}`, masksMs: median(masks), uploadMs: median(upload), imageBytes: images.byteLength }));
+console.log(JSON.stringify({ shape: `${size}x${size} b${batch}`, keysMs: median(keys), uploadMs: median(upload), hostMasksMs: median(masks), imageBytes: images.byteLength }));
 process.exit(0);

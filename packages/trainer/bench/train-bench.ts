@@ -22,6 +22,10 @@ const FLAGS = {
   steps: { type: 'int', min: 3, default: 8, help: 'steps per run (the first 2 are warm-up)' },
   torch: { type: 'boolean', default: true, help: 'run the PyTorch reference (/usr/bin/python3 with torch)' },
   'torch-threads': { type: 'int', min: 1, default: 2, help: 'PyTorch threads' },
+  host: { type: 'boolean', default: true, help: 'webgpu: host ms per step on Dawn\'s null backend: stock tfjs kernels, ours, ours replayed' },
+  'host-shape': { type: 'string', default: '32x4', help: 'SIZExBATCH of the null-backend runs (the null backend holds 512 MiB: no 224 px step fits)' },
+  'host-steps': { type: 'int', min: 6, default: 12, help: 'steps per null-backend run (replay starts at step 4; medians of steps 6 on)' },
+  'estimate-shape': { type: 'string', default: '224x64', help: 'SIZExBATCH whose host cost is estimated: us per dispatch x its dispatch count (counted on this machine\'s adapter) + its input upload' },
   help: { type: 'boolean', default: false, help: 'print this help' },
 } satisfies Record<string, FlagSpec>;
 
@@ -73,6 +77,78 @@ function ours(size: number, batch: number, classes: number, workers: number, f: 
   return row;
 }
 
+/** One null-backend configuration of the host table. */
+interface HostRow {
+  mode: 'stock tfjs kernels' | 'our kernels' | 'our kernels, replayed';
+  shape: string;
+  dispatches: number;
+  hostMsPerStep: number;
+  usPerDispatch: number;
+  /** The estimate at --estimate-shape: usPerDispatch x its dispatches + its per-step input upload (replay). */
+  estimateMsPerStep?: number;
+}
+
+const HOST_MODES: { mode: HostRow['mode']; env: Record<string, string> }[] = [
+  { mode: 'stock tfjs kernels', env: { GOOGLENET_WEBGPU_KERNELS: '0', GOOGLENET_WEBGPU_REPLAY: '0' } },
+  { mode: 'our kernels', env: { GOOGLENET_WEBGPU_REPLAY: '0' } },
+  { mode: 'our kernels, replayed', env: {} },
+];
+
+const tsx = path.join(root, 'node_modules/.bin/tsx');
+
+/**
+ * Host ms per training step on Dawn's null backend (commands validated, nothing executed): what tfjs and Dawn
+ * cost the CPU whatever the GPU, at `size` x `batch`, 1000 classes. The median wall time of the steps after the
+ * replay began (step 4) and one more.
+ */
+function hostRun(size: number, batch: number, steps: number, mode: (typeof HOST_MODES)[number]): HostRow {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-host-'));
+  const args = [path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, '--num-classes=1000',
+    `--steps=${steps}`, '--workers=1', '--backend=webgpu', '--no-eval', `--out=${out}`, '--log-every=1000', '--tensorboard=false'];
+  const r = spawnSync(tsx, args, { cwd: root, encoding: 'utf8', env: { ...process.env, DAWNNODE_BACKEND: 'null', ...mode.env } });
+  const file = path.join(out, 'metrics.jsonl');
+  const all = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step') : [];
+  fs.rmSync(out, { recursive: true, force: true });
+  // The end of a run (the weights digest, model.safetensors) reads every weight at once, which can exceed the
+  // null backend's 512 MiB with tfjs's stock kernels; the steps measured are complete by then.
+  if (all.length < steps) throw new Error(`null-backend run failed (${mode.mode}, exit ${r.status}):\n${r.stderr.slice(-2000)}`);
+  const late = all.filter((x) => x.step >= 6);
+  const hostMsPerStep = median(late.map((x) => x.ms.wall as number));
+  const dispatches = median(late.map((x) => x.dispatches as number));
+  return { mode: mode.mode, shape: `${size}x${size} b${batch}`, dispatches, hostMsPerStep, usPerDispatch: (hostMsPerStep * 1000) / dispatches };
+}
+
+/** A bench script's JSON line (count-dispatches.ts, replay-inputs.ts), or undefined with the reason on stderr. */
+function scriptJson(script: string, args: string[], env: Record<string, string>): Record<string, unknown> | undefined {
+  const r = spawnSync(tsx, [path.join(here, script), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, ...env } });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+  if (r.status !== 0 || !line) {
+    process.stderr.write(`${script} failed (exit ${r.status}): ${r.stderr.split('\n').filter((l) => l.trim()).slice(-3).join(' | ')}\n`);
+    return undefined;
+  }
+  return JSON.parse(line) as Record<string, unknown>;
+}
+
+function hostTable(f: Record<string, unknown>): { rows: HostRow[]; estimate: { shape: string; dispatches?: number; uploadMs?: number } } {
+  const [size, batch] = String(f.hostShape).split('x').map(Number) as [number, number];
+  const rows = HOST_MODES.map((m) => hostRun(size, batch, f.hostSteps as number, m));
+  const [es, eb] = String(f.estimateShape).split('x').map(Number) as [number, number];
+  // Counted on this machine's adapter while issued, not executed (lavapipe in CI); lazy clears off so that the
+  // CPU adapter does not zero gigabytes of buffers it will never use.
+  const counted = scriptJson('count-dispatches.ts', [`--image-size=${es}`, `--batch-size=${eb}`, '--num-classes=1000'],
+    { GOOGLENET_DAWN_FLAGS: 'disable-dawn-features=lazy_clear_resource_on_first_use' });
+  const inputs = scriptJson('replay-inputs.ts', [`--image-size=${es}`, `--batch-size=${eb}`], { DAWNNODE_BACKEND: 'null' });
+  const dispatches = counted?.dispatches as number | undefined;
+  const uploadMs = inputs ? (inputs.uploadMs as number) + (inputs.keysMs as number) : undefined;
+  if (dispatches !== undefined) {
+    for (const r of rows) {
+      // The replayed step's own per-step work (inputs) is counted once, at the estimated shape.
+      r.estimateMsPerStep = (r.usPerDispatch * dispatches) / 1000 + (r.mode === 'our kernels, replayed' ? uploadMs ?? NaN : 0);
+    }
+  }
+  return { rows, estimate: { shape: `${es}x${es} b${eb}`, dispatches, uploadMs } };
+}
+
 function torchRef(size: number, batch: number, classes: number, threads: number): number | undefined {
   try {
     const line = execFileSync('/usr/bin/python3', [path.join(here, 'torch_reference.py'), `--size=${size}`, `--batch=${batch}`, `--classes=${classes}`, `--threads=${threads}`, '--warmup=2', `--iters=${size >= 224 ? 4 : 6}`], { encoding: 'utf8' })
@@ -91,7 +167,8 @@ function main() {
     return;
   }
   const workers = String(f.workers).split(',').map(Number);
-  const shapes = String(f.shapes).split(',').map((s) => s.split('x').map(Number) as [number, number]);
+  // --shapes=none: only the host table (webgpu).
+  const shapes = f.shapes === 'none' ? [] : String(f.shapes).split(',').map((s) => s.split('x').map(Number) as [number, number]);
   const results: { shape: string; ours: Row[]; best: number; pytorch?: number; ratio?: number }[] = [];
   for (const [size, batch] of shapes) {
     const classes = size >= 224 ? 1000 : 10;
@@ -119,7 +196,23 @@ function main() {
       if (o.gpu) console.log(`\n${r.shape}, ${o.workers} worker(s), profiled step: GPU kernel time ${o.gpu.kernelMs.toFixed(1)} ms; busiest: ${o.gpu.kernels.slice(0, 8).map((k) => `${k.name} ${k.ms.toFixed(1)} ms x${k.calls}`).join(', ')}`);
     }
   }
-  console.log('\n' + JSON.stringify({ bench: 'trainer', backend: f.backend, cpus: os.cpus().length, results }));
+  let host: ReturnType<typeof hostTable> | undefined;
+  if (gpuRun && f.host) {
+    host = hostTable(f);
+    const e = host.estimate;
+    console.log(`\nhost side of a training step on Dawn's null backend (ms of CPU per step whatever the GPU; 1000 classes; measured at ${host.rows[0]!.shape},` +
+      ` estimated at ${e.shape} as us/dispatch x ${e.dispatches ?? '?'} dispatches counted on this machine's adapter` +
+      `${e.uploadMs !== undefined ? ` + ${e.uploadMs.toFixed(1)} ms of input upload for the replay` : ''})\n`);
+    console.log(`| mode | dispatches/step | hostMsPerStep (measured) | us/dispatch | hostMsPerStep at ${e.shape} (estimated) |`);
+    console.log('|---|---|---|---|---|');
+    for (const r of host.rows) console.log(`| ${r.mode} | ${fmt(r.dispatches, 0)} | ${fmt(r.hostMsPerStep)} | ${fmt(r.usPerDispatch)} | ${fmt(r.estimateMsPerStep)} |`);
+  }
+  const replayed = host?.rows.find((r) => r.mode === 'our kernels, replayed');
+  const stock = host?.rows.find((r) => r.mode === 'stock tfjs kernels');
+  console.log('\n' + JSON.stringify({
+    bench: 'trainer', backend: f.backend, cpus: os.cpus().length, results,
+    ...(host ? { hostMsPerStep: replayed?.estimateMsPerStep ?? replayed?.hostMsPerStep, hostMsPerStepStock: stock?.estimateMsPerStep ?? stock?.hostMsPerStep, host } : {}),
+  }));
 }
 
 main();
