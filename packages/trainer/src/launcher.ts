@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { TrainConfig } from './config';
 import { latestCheckpointFile } from './checkpoint';
 import { runIdOf } from './run-id';
+import { EXIT_NO_RESTART } from './exit-codes';
 import { discoverGpus, planWorkerGpus, workerDeviceEnv } from './devices';
 
 /** The entry points the launcher starts. Bundles (the GPU pack) point these elsewhere through env. */
@@ -65,15 +66,16 @@ export async function launch(cfg: TrainConfig, io: LaunchIo, opts: LaunchOptions
       const failure = await runAttempt(attemptCfg, worldSize, attempt, io, (procs) => (current = procs), () => stopping !== undefined, graceMs);
       if (stopping) return stopping === 'SIGINT' ? 130 : 143;
       if (!failure) return 0;
-      if (attempt >= cfg.maxRestarts) {
-        io.error(`error: training failed: ${failure}${cfg.maxRestarts > 0 ? ` (after ${cfg.maxRestarts} restart(s))` : ''}. Logs: ${cfg.out}`);
+      if (attempt >= cfg.maxRestarts || !failure.restartable) {
+        const after = attempt > 0 ? ` (after ${attempt} restart(s))` : '';
+        io.error(`error: training failed: ${failure.why}${after}${failure.restartable ? '' : '; a restart cannot fix this, so none was tried'}. Logs: ${cfg.out}`);
         return 1;
       }
       // The run folder, not its newest file: the workers then skip a newest checkpoint that is corrupt (a
       // kill mid-write) and take the one before, as --resume=<folder> does.
       const last = await latestCheckpointFile(cfg.out);
       resume = last ? cfg.out : cfg.resume;
-      io.error(`launcher: ${failure}; restart ${attempt + 1}/${cfg.maxRestarts} from ${last ? `${cfg.out} (newest: ${path.basename(last)})` : resume ?? 'scratch (no checkpoint yet)'}`);
+      io.error(`launcher: ${failure.why}; restart ${attempt + 1}/${cfg.maxRestarts} from ${last ? `${cfg.out} (newest: ${path.basename(last)})` : resume ?? 'scratch (no checkpoint yet)'}`);
     }
   } finally {
     signals.off('SIGINT', onSignal);
@@ -93,7 +95,7 @@ const isAlive = (p: Proc) => p.child.exitCode === null && p.child.signalCode ===
 /** One attempt: start everything, wait for success or the first failure, stop the rest. */
 async function runAttempt(
   cfg: TrainConfig, worldSize: number, attempt: number, io: LaunchIo, track: (p: Proc[]) => void, stopped: () => boolean, graceMs: number,
-): Promise<string | undefined> {
+): Promise<AttemptFailure | undefined> {
   const procs: Proc[] = [];
   track(procs);
   let url = cfg.coordinator;
@@ -109,7 +111,7 @@ async function runAttempt(
       procs.push(coord);
       url = await readUrl(coord);
       // The signal handler stopped what had started; start no workers after it.
-      if (stopped()) return 'stopped by a signal';
+      if (stopped()) return { why: 'stopped by a signal', restartable: false };
     }
     // WebGPU: worker k's own GPU, pinned through Mesa's device-select layer (devices.ts).
     const pins = planWorkerGpus({ backend: cfg.backend, workers: cfg.workers, gpus: cfg.gpus, discover: () => discoverGpus() });
@@ -137,7 +139,7 @@ async function runAttempt(
     }, null, 2) + '\n');
     return await firstFailure(procs, cfg.workers);
   } catch (e) {
-    return (e as Error).message;
+    return { why: (e as Error).message, restartable: true };
   } finally {
     await stopAll(procs, 2000, graceMs);
   }
@@ -179,8 +181,14 @@ async function readUrl(p: Proc): Promise<string> {
   return got;
 }
 
-/** Resolves with undefined when every worker exited 0, or with the first failure's description. */
-async function firstFailure(procs: Proc[], workers: number): Promise<string | undefined> {
+/** Why an attempt failed, and whether restarting it could help (not when a worker exited EXIT_NO_RESTART). */
+interface AttemptFailure {
+  why: string;
+  restartable: boolean;
+}
+
+/** Resolves with undefined when every worker exited 0, or with the first failure. */
+async function firstFailure(procs: Proc[], workers: number): Promise<AttemptFailure | undefined> {
   let succeeded = 0;
   return new Promise((resolve) => {
     for (const p of procs) {
@@ -190,7 +198,7 @@ async function firstFailure(procs: Proc[], workers: number): Promise<string | un
           return;
         }
         if (p.rank === undefined && succeeded === workers) return;
-        resolve(`${p.name} ${describeExit(x)}`);
+        resolve({ why: `${p.name} ${describeExit(x)}`, restartable: !(p.rank !== undefined && x.code === EXIT_NO_RESTART) });
       });
     }
   });

@@ -6,6 +6,7 @@ import { identityFromEnv } from '../identity';
 import { runWorker } from '../worker';
 import type { TrainConfig } from '../config';
 import { TrainerError } from '../errors';
+import { EXIT_NO_RESTART, NO_RESTART_CODES } from '../exit-codes';
 
 // A worker never outlives its launcher: the IPC channel closes when the launcher dies, however it dies.
 process.on('disconnect', () => process.exit(1));
@@ -27,6 +28,6 @@ main().then(
     const err = e as Error & { code?: string };
     process.stderr.write(`error${err.code ? ` [${err.code}]` : ''}: ${err.message}\n`);
     if (!err.code && err.stack) process.stderr.write(err.stack + '\n');
-    process.exit(1);
+    process.exit(err.code && NO_RESTART_CODES.has(err.code) ? EXIT_NO_RESTART : 1);
   },
 );

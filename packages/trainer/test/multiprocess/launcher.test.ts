@@ -18,7 +18,7 @@ afterEach(() => {
   }
 });
 
-function setup(mode: 'fail' | 'hang', flags: string[]) {
+function setup(mode: 'fail' | 'fatal' | 'hang', flags: string[]) {
   const dir = tempDir('launcher');
   const log = path.join(dir, 'starts.jsonl');
   Object.assign(process.env, { GOOGLENET_WORKER_ENTRY: fakeWorker, FAKE_WORKER: mode, FAKE_WORKER_LOG: log });
@@ -65,6 +65,13 @@ describe('launcher restarts and signals', () => {
     expect(await done).toBe(143);
     expect(alive(pid)).toBe(false);
     expect(t.lines.join('\n')).toMatch(/SIGINT again, killing 1 process/);
+  }, 60_000);
+
+  it('a worker failure that a restart cannot fix (EXIT_NO_RESTART, e.g. a changed config) is not restarted', async () => {
+    const t = setup('fatal', ['--max-restarts=3']);
+    expect(await launch(t.cfg, t.io, { signals: t.signals })).toBe(1);
+    expect(t.starts().map((s) => s.attempt)).toEqual([0]);
+    expect(t.lines.join('\n')).toMatch(/error: training failed: rank 0 exited with code 3; a restart cannot fix this, so none was tried/);
   }, 60_000);
 
   it('restarts resume from the run folder, so a corrupt newest checkpoint falls back to the one before', async () => {

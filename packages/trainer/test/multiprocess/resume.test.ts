@@ -46,8 +46,11 @@ describe('exact resume', () => {
   it('refuses to resume with a changed batch size or lr schedule unless --resume-override allows it', async () => {
     const run = path.join(tempDir('resume-check'), 'run');
     await train([...common, '--steps=2', '--checkpoint-every=2', '--no-eval', `--out=${run}`]);
-    const refused = await startTrain([...common, '--steps=4', '--no-eval', '--batch-size=2', '--lr-schedule=cosine', `--resume=${run}`]).done;
-    expect(refused.code).not.toBe(0);
+    // Restarting would fail the same way: the launcher does not spend --max-restarts on it.
+    const refused = await startTrain([...common, '--steps=4', '--no-eval', '--batch-size=2', '--lr-schedule=cosine', '--max-restarts=2', `--resume=${run}`]).done;
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/a restart cannot fix this, so none was tried/);
+    expect(refused.stderr).not.toMatch(/restart 1\/2/);
     expect(refused.stderr).toMatch(/error \[RESUME_CONFIG_CHANGED\]: .*step-00000002\.ckpt was written by a run with other settings: batch-size 4 -> 2, lr-schedule step -> cosine, steps 2 -> 4\. .*--resume-override=batch-size,lr-schedule,steps/);
     const allowed = await train([...common, '--steps=4', '--no-eval', '--batch-size=2', '--lr-schedule=cosine', '--resume-override=all', `--resume=${run}`]);
     expect(allowed.stdout).toMatch(/resume: batch-size 4 -> 2 \(allowed by --resume-override\)/);
