@@ -154,7 +154,7 @@ export class CoordinatorClient {
     const myHost = noShm ? undefined : hostId();
     for (;;) {
       const arena = new Arena();
-      const plane = peerHost === null ? null : await PeerPlane.listen(peerHost, arena);
+      const plane = peerHost === null ? null : await PeerPlane.listen(peerHost, arena, opts.worldSize);
       const log = opts.log;
       if (plane && log) plane.onReject = (code, reason, address) => log(`rank ${opts.rank}: data listener refused ${address}: ${code}: ${reason}`);
       const ws = new WebSocket(opts.url, {

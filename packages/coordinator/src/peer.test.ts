@@ -1,6 +1,6 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { MAX_UNVERIFIED_PEERS, PEER_HELLO_BYTES, PeerPlane, shardRange, type PeerRejectCode } from './peer.js';
+import { MAX_UNVERIFIED_PEERS, PEER_HELLO_BYTES, PeerPlane, shardRange, unverifiedCap, type PeerRejectCode } from './peer.js';
 import { PEER_FRAME_HEADER, writeHeader } from './protocol.js';
 import { Arena } from './reduce.js';
 
@@ -110,5 +110,10 @@ describe('peer listener', () => {
     for (const s of idle) s.destroy();
     a.destroy();
     fake.close();
+  });
+
+  it('raises the cap to twice the world size for jobs of more than 32 ranks, so that every peer fits', () => {
+    expect(unverifiedCap(2)).toBe(MAX_UNVERIFIED_PEERS);
+    expect(unverifiedCap(200)).toBe(400);
   });
 });

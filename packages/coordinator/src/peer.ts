@@ -41,10 +41,12 @@ const PEER_HELLO_TIMEOUT_MS = 10_000;
 /** The hello: a frame header and the raw key. */
 export const PEER_HELLO_BYTES = PEER_FRAME_HEADER + PEER_KEY_BYTES;
 /**
- * Connections accepted but not yet authenticated, at most: a job needs worldSize - 1, and they authenticate within
- * a round trip; more are a scanner or a flood, refused at accept so that they cannot hold memory or timers.
+ * Connections accepted but not yet authenticated, at most (or twice the world size, for jobs of more than 32
+ * ranks): a job needs worldSize - 1, and they authenticate within a round trip once this rank has the key; more
+ * are a scanner or a flood, refused at accept so that they cannot hold memory or timers.
  */
 export const MAX_UNVERIFIED_PEERS = 64;
+export const unverifiedCap = (worldSize: number): number => Math.max(MAX_UNVERIFIED_PEERS, 2 * worldSize);
 
 export type PeerFailureCode = 'CONNECTION_LOST' | 'PROTOCOL_ERROR';
 /** Why the listener refused a connection (nothing is sent back: the socket is destroyed). */
@@ -111,19 +113,19 @@ export class PeerPlane {
   /** Called once per refused connection, with where it came from (for the log). */
   onReject: (code: PeerRejectCode, reason: string, address: string) => void = () => {};
 
-  private constructor(private readonly server: Server, readonly port: number, private readonly arena: Arena) {
+  private constructor(private readonly server: Server, readonly port: number, private readonly arena: Arena, private readonly maxUnverified: number) {
     server.on('connection', (s) => this.onAccept(s));
   }
 
-  /** Opens the data listener (before hello, which advertises its port). */
-  static listen(host: string, arena: Arena): Promise<PeerPlane> {
+  /** Opens the data listener (before hello, which advertises its port), for a job of `worldSize` ranks. */
+  static listen(host: string, arena: Arena, worldSize = 1): Promise<PeerPlane> {
     return new Promise((resolve, reject) => {
       const server = createServer({ noDelay: true });
       server.once('error', reject);
       server.listen(0, host, () => {
         server.off('error', reject);
         server.on('error', () => {});
-        resolve(new PeerPlane(server, (server.address() as { port: number }).port, arena));
+        resolve(new PeerPlane(server, (server.address() as { port: number }).port, arena, unverifiedCap(worldSize)));
       });
     });
   }
@@ -179,7 +181,7 @@ export class PeerPlane {
     if (this.closing) return void s.destroy();
     s.on('error', () => {});
     const address = `${s.remoteAddress}:${s.remotePort}`;
-    if (this.unverified.size >= MAX_UNVERIFIED_PEERS) {
+    if (this.unverified.size >= this.maxUnverified) {
       return this.reject(s, 'PEER_LIMIT', `${this.unverified.size} connections are already waiting to authenticate`, address);
     }
     const x: PendingHello = {
