@@ -63,48 +63,55 @@ function makeCase(r: Rng): { bytes: Buffer; end?: boolean; expect: Expect; kind:
 }
 
 describe('coordinator fuzz', () => {
-  it(`rejects ${CASES} seeded malformed connections with a close code while a round waits, which then completes exactly`, async () => {
-    let logged = 0;
-    const coord = await startCoordinator({ worldSize: 2, maxMessageBytes: MAX_MESSAGE, roundTimeoutMs: 120_000, log: () => void logged++ });
-    const port = Number(new URL(coord.url).port);
-    const clients = await Promise.all([0, 1].map((rank) => CoordinatorClient.connect({ url: coord.url, rank, worldSize: 2, signature: SIG, bucketBytes: 4096 })));
-    try {
-      const inputs = [randomFloats(5000, 1), randomFloats(5000, 2)];
-      const want = Float32Array.from(inputs[0]!, (v, i) => (v + inputs[1]![i]!) / 2);
-      // Rank 0 is inside collective 1 (its buckets are in the coordinator's arena) for the whole fuzz.
-      const d0 = inputs[0]!.slice();
-      const first = clients[0]!.allReduce(d0);
+  // Half the cases with each data plane: the waiting round is then either buckets of rank 0 already copied into
+  // the coordinator's arena, or rank 0's announcement (coll) waiting for rank 1's.
+  for (const [dataPlane, seed] of [['coordinator', 20261130], ['peer', 1130]] as const) {
+    const n = Math.ceil(CASES / 2);
+    it(`rejects ${n} seeded malformed connections with a close code while a round waits (${dataPlane} data plane), which then completes exactly`, async () => {
+      let logged = 0;
+      const coord = await startCoordinator({ worldSize: 2, maxMessageBytes: MAX_MESSAGE, roundTimeoutMs: 120_000, dataPlane, log: () => void logged++ });
+      const port = Number(new URL(coord.url).port);
+      const clients = await Promise.all([0, 1].map((rank) => CoordinatorClient.connect({ url: coord.url, rank, worldSize: 2, signature: SIG, bucketBytes: 4096 })));
+      try {
+        const inputs = [randomFloats(5000, 1), randomFloats(5000, 2)];
+        const want = Float32Array.from(inputs[0]!, (v, i) => (v + inputs[1]![i]!) / 2);
+        // Rank 0 is inside collective 1 for the whole fuzz.
+        const d0 = inputs[0]!.slice();
+        const first = clients[0]!.allReduce(d0);
+        await new Promise((res) => setTimeout(res, 50));
+        expect(coord.status().currentRound).toMatchObject({ seq: 1, waitingFor: [1] });
 
-      const r = rng(20261130);
-      const cases = Array.from({ length: CASES }, () => makeCase(r));
-      await lanes(200, 1, (i) => wsCase(port, cases[i]!.bytes, cases[i]!.end)); // warm-up: JIT, socket pools
-      const before = memoryMb();
-      const t0 = performance.now();
-      const got = await lanes(CASES, 1, (i) => wsCase(port, cases[i]!.bytes, cases[i]!.end));
-      const seconds = (performance.now() - t0) / 1000;
-      const after = memoryMb();
+        const r = rng(seed);
+        const cases = Array.from({ length: n }, () => makeCase(r));
+        await lanes(200, 1, (i) => wsCase(port, cases[i]!.bytes, cases[i]!.end)); // warm-up: JIT, socket pools
+        const before = memoryMb();
+        const t0 = performance.now();
+        const got = await lanes(n, 1, (i) => wsCase(port, cases[i]!.bytes, cases[i]!.end));
+        const seconds = (performance.now() - t0) / 1000;
+        const after = memoryMb();
 
-      const wrong = got.map((code, i) => ({ i, code, ...cases[i]! })).filter((c) => !c.expect.includes(c.code));
-      expect(wrong.slice(0, 5).map((c) => `${c.i} ${c.kind}: ${c.code} not in ${c.expect.join('/')}`)).toEqual([]);
-      const kinds = new Map<string, number>();
-      for (const c of cases) kinds.set(c.kind, (kinds.get(c.kind) ?? 0) + 1);
-      console.log(`coordinator fuzz: ${CASES} cases in ${seconds.toFixed(1)} s (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}); ` +
-        `heap ${before.heap.toFixed(1)} -> ${after.heap.toFixed(1)} MB, rss ${before.rss.toFixed(0)} -> ${after.rss.toFixed(0)} MB, ${logged} log lines`);
-      expect(after.heap - before.heap).toBeLessThan(16);
-      expect(after.rss - before.rss).toBeLessThan(128);
+        const wrong = got.map((code, i) => ({ i, code, ...cases[i]! })).filter((c) => !c.expect.includes(c.code));
+        expect(wrong.slice(0, 5).map((c) => `${c.i} ${c.kind}: ${c.code} not in ${c.expect.join('/')}`)).toEqual([]);
+        const kinds = new Map<string, number>();
+        for (const c of cases) kinds.set(c.kind, (kinds.get(c.kind) ?? 0) + 1);
+        console.log(`coordinator fuzz (${dataPlane} plane): ${n} cases in ${seconds.toFixed(1)} s (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}); ` +
+          `heap ${before.heap.toFixed(1)} -> ${after.heap.toFixed(1)} MB, rss ${before.rss.toFixed(0)} -> ${after.rss.toFixed(0)} MB, ${logged} log lines`);
+        expect(after.heap - before.heap).toBeLessThan(16);
+        expect(after.rss - before.rss).toBeLessThan(128);
 
-      // Nothing of the fuzz is left, the job was not touched, and the waiting round completes exactly.
-      await new Promise((res) => setTimeout(res, 100));
-      const s = coord.status();
-      expect(s.workers.map((w) => w.rank)).toEqual([0, 1]);
-      expect(s).toMatchObject({ generation: 0, state: 'running', lastAbort: null });
-      const d1 = inputs[1]!.slice();
-      await Promise.all([first, clients[1]!.allReduce(d1)]);
-      expect(Array.from(d0)).toEqual(Array.from(want));
-      expect(Array.from(d1)).toEqual(Array.from(want));
-    } finally {
-      await Promise.all(clients.map((c) => c.close()));
-      await coord.close();
-    }
-  });
+        // Nothing of the fuzz is left, the job was not touched, and the waiting round completes exactly.
+        await new Promise((res) => setTimeout(res, 100));
+        const s = coord.status();
+        expect(s.workers.map((w) => w.rank)).toEqual([0, 1]);
+        expect(s).toMatchObject({ generation: 0, state: 'running', lastAbort: null });
+        const d1 = inputs[1]!.slice();
+        await Promise.all([first, clients[1]!.allReduce(d1)]);
+        expect(Array.from(d0)).toEqual(Array.from(want));
+        expect(Array.from(d1)).toEqual(Array.from(want));
+      } finally {
+        await Promise.all(clients.map((c) => c.close()));
+        await coord.close();
+      }
+    });
+  }
 });
