@@ -75,6 +75,8 @@ export async function prepareTraining(ctx: WorkerContext): Promise<TrainState> {
       ca: cfg.tlsCa ? await fs.readFile(cfg.tlsCa, 'utf8') : undefined,
       bucketBytes: Math.round(cfg.bucketMb * 1024 * 1024), gradCompression: cfg.gradCompression,
       timeoutMs: Math.round(cfg.roundTimeout * 1000),
+      // Refused peer connections (wrong key, malformed hello) and plane choices belong in this rank's log.
+      log: say,
     });
     reducer = new CoordinatorReducer(client, id.worldSize);
     say(`[rank ${id.rank}] joined the coordinator at ${id.coordinatorUrl} (world size ${id.worldSize})`);
