@@ -27,6 +27,11 @@ export interface StepResult {
   dispatches?: number;
   /** A profiled step (webgpu, `profile: true`): GPU time of the compute phase's kernels, total and busiest. */
   gpu?: { kernelMs: number; kernels: { name: string; ms: number; calls: number }[] };
+  /**
+   * CPU time of this process during the step (user + system, all threads: the loader's too), ms. On a shared
+   * machine it measures the step's host cost where wall time also measures the neighbours.
+   */
+  cpuMs: number;
   /** webgpu: the step was a replay of a captured graph (no tfjs work on the host). */
   replayed?: boolean;
   /** A line for the log: graph replay started, or is off and why. */
@@ -53,6 +58,7 @@ interface GpuProfile {
 /** What one run() carries through its phases. */
 interface StepContext {
   times: StepTimes;
+  cpu0: NodeJS.CpuUsage;
   dispatched: (() => number) | null;
   d0: number;
   gpu: GpuProfile | null;
@@ -118,7 +124,7 @@ export class TrainStep {
     const webgpu = tf.getBackend() === 'webgpu';
     const dispatched = webgpu ? countDispatches() : null;
     const c: StepContext = {
-      times: { data: 0, compute: 0, reduce: 0, apply: 0 }, dispatched, d0: dispatched?.() ?? 0,
+      times: { data: 0, compute: 0, reduce: 0, apply: 0 }, cpu0: process.cpuUsage(), dispatched, d0: dispatched?.() ?? 0,
       gpu: profile && webgpu ? { kernelMs: 0, byName: new Map() } : null,
     };
     this.metrics.fill(0);
@@ -315,7 +321,11 @@ export class TrainStep {
   /** The step's global figures from the reduced metrics, plus the webgpu dispatch count and profile. */
   private finish(c: StepContext): StepResult {
     const n = this.metrics[M_COUNT]!;
-    const result: StepResult = { loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times: c.times };
+    const cpu = process.cpuUsage(c.cpu0);
+    const result: StepResult = {
+      loss: this.metrics[M_LOSS]! / n, top1: this.metrics[M_TOP1]! / n, top5: this.metrics[M_TOP5]! / n, samples: n, times: c.times,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+    };
     if (c.dispatched) result.dispatches = c.replayed ?? c.dispatched() - c.d0;
     if (c.replayed !== undefined) result.replayed = true;
     if (c.note) result.note = c.note;

@@ -89,7 +89,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     const epochFloat = done / stepsPerEpoch;
     rec.history.steps.push({ step: done, loss: r.loss, top1: r.top1 });
     const imgPerSec = (r.samples / wall) * 1000;
-    await rec.record({ type: 'step', step: done, epoch: epochFloat, lr, loss: r.loss, top1: r.top1, top5: r.top5, samples: r.samples, imgPerSec, ms: { wall, ...r.times }, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6), ...(r.dispatches !== undefined ? { dispatches: r.dispatches } : {}), ...(r.replayed ? { replayed: true } : {}), ...(r.gpu ? { gpu: { kernelMs: r.gpu.kernelMs, kernels: r.gpu.kernels.slice(0, 15) } } : {}) });
+    await rec.record({ type: 'step', step: done, epoch: epochFloat, lr, loss: r.loss, top1: r.top1, top5: r.top5, samples: r.samples, imgPerSec, ms: { wall, ...r.times, cpu: r.cpuMs }, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6), ...(r.dispatches !== undefined ? { dispatches: r.dispatches } : {}), ...(r.replayed ? { replayed: true } : {}), ...(r.gpu ? { gpu: { kernelMs: r.gpu.kernelMs, kernels: r.gpu.kernels.slice(0, 15) } } : {}) });
     if (r.note) say(r.note);
     if (r.gpu) say(`profile step ${done}: ${r.dispatches} dispatches, GPU kernel time ${r.gpu.kernelMs.toFixed(1)} ms (compute phase); busiest: ${r.gpu.kernels.slice(0, 6).map((k) => `${k.name} ${k.ms.toFixed(1)} ms x${k.calls}`).join(', ')}`);
     progress.update({ step: done, total: totalSteps, epoch: Math.ceil(epochFloat - 1e-9), loss: r.loss, top1: r.top1, imgPerSec, lr });
