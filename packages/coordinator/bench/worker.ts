@@ -3,10 +3,10 @@
 // with its per-round times and the client-side breakdown.
 import { CoordinatorClient } from '../src/index.js';
 
-const [url, rank, world, numel, compression, warmup, iters, bucketBytes, blockMs = '0'] = process.argv.slice(2);
+const [url, rank, world, numel, compression, warmup, iters, bucketBytes, blockMs = '0', dataPlane = 'auto'] = process.argv.slice(2);
 const client = await CoordinatorClient.connect({
   url: url!, rank: Number(rank), worldSize: Number(world), signature: [{ name: 'grads', shape: [Number(numel)] }],
-  gradCompression: compression as 'none' | 'fp16', bucketBytes: Number(bucketBytes),
+  gradCompression: compression as 'none' | 'fp16', bucketBytes: Number(bucketBytes), dataPlane: dataPlane as 'auto',
 });
 const data = new Float32Array(Number(numel));
 for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.001 + Number(rank));

@@ -84,7 +84,7 @@ interface Pending {
   resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout;
   t0: number; tSent: number; tFirst: number; decodeMs: number;
   /** peer (or shm) data plane: this rank's exchange finished / the coordinator's go arrived */
-  peer?: { timing: PeerTiming; done: boolean; go: boolean; tGo: number; shm?: boolean };
+  peer?: { timing: PeerTiming; done: boolean; go: boolean; tGo: number };
 }
 
 export class CoordinatorClient {
@@ -99,6 +99,9 @@ export class CoordinatorClient {
   private readonly plane: PeerPlane | null;
   /** Set when the job uses the shared-memory data plane (the welcome named a segment). */
   private shm: ShmPlane | null = null;
+  /** shm plane: the collective whose go is awaited (0: none), and announcements held back until it arrives. */
+  private shmAwaitGo = 0;
+  private readonly shmHeld: CollMsg[] = [];
   private peerFailureTimer: NodeJS.Timeout | null = null;
   private readonly maxMessageBytes: number;
   private seq = 0;
@@ -319,31 +322,52 @@ export class CoordinatorClient {
   }
 
   /**
-   * Shared-memory data plane: announce the collective (coll) and exchange through the segment at once; the
-   * coordinator's go (consistency across ranks, metric sums) arrives meanwhile. Finishes when both are done.
+   * Shared-memory data plane: the exchange runs through the segment at once and resolves by itself (it checks
+   * that every rank issued the same collective and sums the metrics there), so the coordinator's round trip is not
+   * on the critical path. The coordinator still hears of every collective (`coll`: step count, /status, round
+   * timeout), in order and one at a time: announcement q+1 waits for the go of q (the coordinator refuses a
+   * collective while another is in progress), so a fast job may run a few collectives ahead of its announcements.
    */
   private shmCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean): Promise<void> {
     const seq = ++this.seq;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
-        `collective ${seq} (${op}) did not complete within ${this.opts.timeoutMs / 1000} s; the coordinator at ${this.opts.url} or another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
+        `collective ${seq} (${op}) did not complete within ${this.opts.timeoutMs / 1000} s; another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
       const p: Pending = { seq, op, dtype, nb: 1, bucketElems: this.bucketElems, got: 0, arrived: new Uint8Array(0), data, metrics, resolve, reject, timer, t0, tSent: 0, tFirst: 0, decodeMs: 0 };
       this.pending = p;
       const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems, ...(tail ? { tail } : {}) };
       if (metrics) header.metrics = Array.from(metrics);
-      this.ws.send(encode(header));
+      if (this.shmAwaitGo === 0) this.announce(header);
+      else this.shmHeld.push(header);
       p.tSent = performance.now();
-      const timing: PeerTiming = { encodeMs: 0, sendMs: 0, receiveMs: 0, sumMs: 0, returnMs: 0, decodeMs: 0, flushMs: 0 };
-      p.peer = { timing, done: false, go: false, tGo: 0, shm: true };
-      this.shm!.run(op, dtype, data).then((t) => {
-        Object.assign(timing, { encodeMs: t.copyInMs, receiveMs: t.waitMs, sumMs: t.sumMs, decodeMs: t.copyOutMs });
-        p.peer!.done = true;
-        this.finishPeer(p);
+      this.shm!.run(op, dtype, data, metrics).then((t) => {
+        if (this.pending !== p) return;
+        clearTimeout(p.timer);
+        this.pending = null;
+        this.lastTiming = {
+          encodeMs: t.copyInMs, sendMs: 0, waitMs: 0, decodeMs: t.copyOutMs, totalMs: performance.now() - t0,
+          dataPlane: 'shm', receiveMs: t.waitMs, sumMs: t.sumMs,
+        };
+        resolve();
       }, (e: CoordinatorError) => this.fail(e));
     });
   }
 
+  private announce(header: CollMsg): void {
+    this.shmAwaitGo = header.seq;
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encode(header));
+  }
+
+  /** shm plane: the coordinator saw every rank announce collective m.seq; announce the next one held back. */
+  private onShmGo(m: GoMsg): void {
+    if (m.seq !== this.shmAwaitGo) throw new Error(`go for collective ${m.seq} was not expected (awaiting ${this.shmAwaitGo || 'none'})`);
+    this.shmAwaitGo = 0;
+    const next = this.shmHeld.shift();
+    if (next) this.announce(next);
+  }
+
   private onGo(m: GoMsg): void {
+    if (this.shm) return this.onShmGo(m);
     const p = this.pending;
     if (!p?.peer || m.seq !== p.seq || p.peer.go) throw new Error(`go for collective ${m.seq} was not expected`);
     if (p.metrics) {
@@ -352,7 +376,7 @@ export class CoordinatorClient {
     }
     p.peer.go = true;
     p.peer.tGo = performance.now();
-    if (!p.peer.shm) this.plane!.go();
+    this.plane!.go();
     this.finishPeer(p);
   }
 
@@ -363,7 +387,7 @@ export class CoordinatorClient {
     const t = p.peer!.timing;
     this.lastTiming = {
       encodeMs: t.encodeMs, sendMs: t.sendMs, waitMs: p.peer!.tGo - p.tSent, decodeMs: t.decodeMs, totalMs: performance.now() - p.t0,
-      dataPlane: p.peer!.shm ? 'shm' : 'peer', receiveMs: t.receiveMs, sumMs: t.sumMs, returnMs: t.returnMs, flushMs: t.flushMs,
+      dataPlane: 'peer', receiveMs: t.receiveMs, sumMs: t.sumMs, returnMs: t.returnMs, flushMs: t.flushMs,
     };
     p.resolve();
   }
@@ -486,6 +510,11 @@ export class CoordinatorClient {
   /** Says goodbye (so the coordinator does not count this as a failure) and closes the socket. */
   async close(): Promise<void> {
     if (this.closing) return;
+    // shm plane: announcements still held back must reach the coordinator first, else it would see this rank
+    // leave in the middle of a collective that every rank in fact completed.
+    for (const until = Date.now() + this.opts.timeoutMs; this.shmAwaitGo !== 0 && !this.failure && this.ws.readyState === WebSocket.OPEN && Date.now() < until;) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
     this.closing = true;
     clearInterval(this.watchdog);
     if (this.ws.readyState === WebSocket.OPEN) {

@@ -62,6 +62,18 @@ maybe('shared-memory data plane', () => {
     ps.forEach((p) => p.close());
   });
 
+  it('sums metrics in rank order from 0 like the coordinator, also without data, and refuses a rank without them', async () => {
+    const { ps } = await planes(3, { chunkElems: 64 });
+    const ms = [Float64Array.of(-0, 0.1, 1e300), Float64Array.of(-0, 0.2, 1e300), Float64Array.of(-0, 0.3, -1e300)];
+    const want = Array.from({ length: 3 }, (_, j) => 0 + ms[0]![j]! + ms[1]![j]! + ms[2]![j]!); // +0 for -0 sums, as rounds.ts
+    await Promise.all(ps.map((p, r) => p.run('mean', 'f32', new Float32Array(0), ms[r])));
+    for (const m of ms) expect(Array.from(m)).toEqual(want);
+    expect(Object.is(ms[0]![0], 0)).toBe(true);
+    const res = await Promise.allSettled(ps.map((p, r) => p.run('mean', 'f32', new Float32Array(100), r === 1 ? undefined : new Float64Array(1))));
+    for (const r of res) expect(((r as PromiseRejectedResult).reason as CoordinatorError).code).toBe('SIZE_MISMATCH');
+    ps.forEach((p) => p.close());
+  });
+
   it('broadcasts rank 0\'s bytes to every rank', async () => {
     const { ps } = await planes(3, { chunkElems: 16 });
     const xs = inputs(3, 100, 3);

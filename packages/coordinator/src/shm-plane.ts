@@ -20,6 +20,11 @@ import { shmAddon, shmUnavailable, type ShmAddon } from './shm-native.js';
  * start while slow ranks still copy out chunk k. A broadcast is rank 0's chunk in the result area, copied out by
  * the others.
  *
+ * Metrics (at most 64 float64 values) travel with the first step: each rank writes its own, and after the first
+ * wait every rank sums them in rank order from 0, as the coordinator does. With them and the per-collective
+ * descriptor check (op, dtype, length, metrics count) the plane needs no answer from the coordinator before it
+ * resolves: the client still announces every collective there, but only for the job's bookkeeping.
+ *
  * Progress: each rank has a 64-bit counter (collective q, step) in its own cache line; a rank waits until every
  * other counter reached a step (spin, then yield, then futex), in slices of SLICE_MS so that the event loop (the
  * coordinator's abort) runs in between. A wait also ends on the segment's abort word (set by the first rank that
@@ -62,6 +67,8 @@ const ABORT = { TIMEOUT: 1, GONE: 2, MISMATCH: 3, LEFT: 4 } as const;
 const SLICE_MS = 10;
 const HEADER = 64;
 const LINE = 64;
+/** Each rank's metrics (float64) follow the rank lines; the client allows at most 64 (protocol MAX_METRICS). */
+const MAX_METRICS = 64;
 const SEGMENT_BUDGET = 64 * 1024 * 1024;
 const MAX_CHUNK = 4 * 1024 * 1024;
 const OP_CODE: Record<Op, number> = { mean: 1, bcast: 2 };
@@ -144,15 +151,14 @@ export class ShmPlane {
    * to binary16) or 'bcast' (rank 0's values). Every rank must issue the same collectives in the same order with
    * the same op, dtype and length (else SIZE_MISMATCH on every rank).
    */
-  async run(op: Op, dtype: DType, data: Float32Array): Promise<ShmTiming> {
+  async run(op: Op, dtype: DType, data: Float32Array, metrics?: Float64Array): Promise<ShmTiming> {
     if (this.closed) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
     if (this.busy) throw new CoordinatorError('BUSY', 'another collective is in progress on this shm plane');
     const t: ShmTiming = { copyInMs: 0, waitMs: 0, sumMs: 0, copyOutMs: 0 };
-    const n = data.length;
-    if (n === 0) return t;
+    if (metrics && metrics.length > MAX_METRICS) throw new CoordinatorError('INVALID_OPTIONS', `metrics must be at most ${MAX_METRICS} values`);
     this.busy = true;
     try {
-      await this.exchange(op, dtype, data, t);
+      await this.exchange(op, dtype, data, metrics, t);
       return t;
     } catch (e) {
       this.abortWith(ABORT.LEFT, this.rank);
@@ -162,9 +168,11 @@ export class ShmPlane {
     }
   }
 
-  private async exchange(op: Op, dtype: DType, data: Float32Array, t: ShmTiming): Promise<void> {
+  private async exchange(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t: ShmTiming): Promise<void> {
     const { k, seg, rank: me, ranks: R, chunkElems: C } = this;
-    const q = ++this.q, n = data.length, K = Math.ceil(n / C), f16 = dtype === 'f16';
+    // A metrics-only collective (n = 0) is one empty chunk: its first step carries the metrics.
+    const q = ++this.q, n = data.length, K = Math.max(1, Math.ceil(n / C)), f16 = dtype === 'f16';
+    const nm = metrics ? metrics.length + 1 : 0; // 0: no metrics (a rank with and one without is a mismatch)
     const deadline = performance.now() + this.timeoutMs;
     const wait = async (wq: number, step: number, what: string): Promise<void> => {
       const t0 = performance.now();
@@ -201,11 +209,17 @@ export class ShmPlane {
           else this.f32.set(data.subarray(base + a, base + b), (slot >> 2) + a);
         }
       } else if (me === 0) this.f32.set(data.subarray(base, base + len), result >> 2);
-      if (c === 0) this.describe(q, op, dtype, n);
+      if (c === 0) {
+        this.describe(q, op, dtype, n, nm);
+        if (metrics) this.f64.set(metrics, this.metricsAt(me));
+      }
       t.copyInMs += performance.now() - t0;
       k.signal(seg, me, q, 3 * c + 1);
       await wait(q, 3 * c + 1, `copy in chunk ${c}`);
-      if (c === 0) this.checkDescriptors(q, op, dtype, n);
+      if (c === 0) {
+        this.checkDescriptors(q, op, dtype, n, nm);
+        if (metrics) this.sumMetrics(metrics);
+      }
       t0 = performance.now();
       if (op === 'mean' && hi > lo) k.reduce(seg, buf + lo * 4, C * 4, R, me, data.subarray(base + lo, base + hi), result + lo * 4, f16 ? 1 : 0);
       t.sumMs += performance.now() - t0;
@@ -223,23 +237,40 @@ export class ShmPlane {
   }
 
   /** This rank's collective descriptor, in its line (read by the others after the first step). */
-  private describe(q: number, op: Op, dtype: DType, n: number): void {
+  private describe(q: number, op: Op, dtype: DType, n: number, nm: number): void {
     const w = (HEADER + this.rank * LINE) >> 2;
     this.u32[w + 4] = q;
     this.u32[w + 5] = OP_CODE[op] | (DTYPE_CODE[dtype] << 8);
     this.f64[(w + 6) >> 1] = n;
+    this.u32[w + 8] = nm;
   }
 
-  private checkDescriptors(q: number, op: Op, dtype: DType, n: number): void {
+  private checkDescriptors(q: number, op: Op, dtype: DType, n: number, nm: number): void {
     for (let r = 0; r < this.ranks; r++) {
       const w = (HEADER + r * LINE) >> 2;
-      const rq = this.u32[w + 4]!, code = this.u32[w + 5]!, rn = this.f64[(w + 6) >> 1]!;
-      if (rq !== q || code !== (OP_CODE[op] | (DTYPE_CODE[dtype] << 8)) || rn !== n) {
+      const rq = this.u32[w + 4]!, code = this.u32[w + 5]!, rn = this.f64[(w + 6) >> 1]!, rm = this.u32[w + 8]!;
+      if (rq !== q || code !== (OP_CODE[op] | (DTYPE_CODE[dtype] << 8)) || rn !== n || rm !== nm) {
         this.abortWith(ABORT.MISMATCH, r);
-        throw new CoordinatorError('SIZE_MISMATCH', `shm plane: collective ${q}: rank ${this.rank} has ${op}/${dtype} of ${n} values, ` +
-          `rank ${r} ${describeCode(code)} of ${rn} (collective ${rq}); every rank must issue the same collectives in the same order`, r);
+        const ms = (x: number) => (x === 0 ? 'no metrics' : `${x - 1} metrics`);
+        throw new CoordinatorError('SIZE_MISMATCH', `shm plane: collective ${q}: rank ${this.rank} has ${op}/${dtype} of ${n} values and ${ms(nm)}, ` +
+          `rank ${r} ${describeCode(code)} of ${rn} and ${ms(rm)} (collective ${rq}); every rank must issue the same collectives in the same order`, r);
       }
     }
+  }
+
+  /** Index (in f64 units) of rank r's metrics. */
+  private metricsAt(r: number): number {
+    return (HEADER + this.ranks * LINE + r * MAX_METRICS * 8) >> 3;
+  }
+
+  /** metrics <- sum over ranks in rank order, from 0, in float64: the coordinator's sums (rounds.ts), bit for bit. */
+  private sumMetrics(metrics: Float64Array): void {
+    const out = new Float64Array(metrics.length);
+    for (let r = 0; r < this.ranks; r++) {
+      const at = this.metricsAt(r);
+      for (let j = 0; j < out.length; j++) out[j] += this.f64[at + j]!;
+    }
+    metrics.set(out);
   }
 
   /** Ranks whose counter has not reached (q, step). */
@@ -286,7 +317,7 @@ export class ShmPlane {
 }
 
 function headerBytes(ranks: number): number {
-  return Math.ceil((HEADER + ranks * LINE) / 4096) * 4096;
+  return Math.ceil((HEADER + ranks * (LINE + MAX_METRICS * 8)) / 4096) * 4096;
 }
 
 function describeCode(code: number): string {

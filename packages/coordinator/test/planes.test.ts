@@ -78,6 +78,19 @@ const PLANES = ['shm', 'peer', 'coordinator'] as const;
     }
   });
 
+  it('on shm the coordinator still hears of every collective in order, and the job finishes without an abort', async () => {
+    job = await startJob(2, { dataPlane: 'shm' }, { dataPlane: 'shm' });
+    const datas = [new Float32Array(64), new Float32Array(64)];
+    for (let i = 0; i < 40; i++) await Promise.all(job.clients.map((c, r) => c.allReduce(datas[r]!, Float64Array.of(i))));
+    await Promise.all(job.clients.map((c) => c.close())); // waits for the announcements still held back
+    await new Promise((r) => setTimeout(r, 100));
+    expect(job.logs.filter((l) => l.includes('ABORT'))).toEqual([]);
+    expect(job.logs.some((l) => l.includes('job of generation 0 finished'))).toBe(true);
+    expect(job.coord.status().recentRounds.at(-1)?.seq).toBe(40);
+    await job.coord.close();
+    job = null;
+  });
+
   it('refuses an unknown dataPlane with INVALID_OPTIONS on both sides', async () => {
     await expect(startCoordinator({ worldSize: 1, dataPlane: 'nvlink' as 'shm' })).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
     await expect(CoordinatorClient.connect({ url: 'ws://127.0.0.1:1', rank: 0, worldSize: 1, signature: SIG, dataPlane: 'udp' as 'shm' }))
