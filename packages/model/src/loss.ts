@@ -4,21 +4,32 @@ import type { GoogLeNet, GoogLeNetOutput } from './googlenet.js';
 
 export const AUX_WEIGHT = 0.3;
 
-/** Mean softmax cross-entropy of logits [N, C] against int32 labels [N]. */
-export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+/**
+ * Mean softmax cross-entropy of logits [N, C] against int32 labels [N]. With `labelSmoothing` = e the target is
+ * (1-e) x one-hot + e/C, as nn.CrossEntropyLoss(label_smoothing=e) has it.
+ */
+export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, labelSmoothing = 0): tf.Scalar {
   return tf.tidy(() => {
     const logProbs = tf.logSoftmax(logits);
-    const picked = tf.sum(tf.mul(logProbs, tf.oneHot(tf.cast(labels, 'int32'), logits.shape[1])), 1);
+    const classes = logits.shape[1];
+    let target: tf.Tensor = tf.oneHot(tf.cast(labels, 'int32'), classes);
+    // e = 0 keeps the plain one-hot product, so runs without smoothing compute what they always did.
+    if (labelSmoothing !== 0) target = tf.add(tf.mul(target, 1 - labelSmoothing), labelSmoothing / classes);
+    const picked = tf.sum(tf.mul(logProbs, target), 1);
     return tf.neg(tf.mean(picked)) as tf.Scalar;
   });
 }
 
-/** CE(main) + auxWeight x (CE(aux1) + CE(aux2)); only CE(main) when the aux outputs are absent. */
-export function googlenetLoss(out: GoogLeNetOutput, labels: tf.Tensor1D, auxWeight = AUX_WEIGHT): tf.Scalar {
+/**
+ * CE(main) + auxWeight x (CE(aux1) + CE(aux2)); only CE(main) when the aux outputs are absent. Label smoothing,
+ * when given, applies to all three heads.
+ */
+export function googlenetLoss(out: GoogLeNetOutput, labels: tf.Tensor1D, auxWeight = AUX_WEIGHT, labelSmoothing = 0): tf.Scalar {
   return tf.tidy(() => {
-    let loss = crossEntropy(out.main, labels);
+    let loss = crossEntropy(out.main, labels, labelSmoothing);
     if (out.aux1 && out.aux2 && auxWeight !== 0) {
-      loss = tf.add(loss, tf.mul(tf.add(crossEntropy(out.aux1, labels), crossEntropy(out.aux2, labels)), auxWeight));
+      const aux = tf.add(crossEntropy(out.aux1, labels, labelSmoothing), crossEntropy(out.aux2, labels, labelSmoothing));
+      loss = tf.add(loss, tf.mul(aux, auxWeight));
     }
     return loss as tf.Scalar;
   });
@@ -39,7 +50,7 @@ export interface GradientResult {
  * All returned tensors belong to the caller's scope (dispose them, or call inside tf.tidy).
  */
 export function computeGradients(model: GoogLeNet, x: tf.Tensor4D, labels: tf.Tensor1D,
-  opts: { auxWeight: number; dropoutSeed: number }): GradientResult {
+  opts: { auxWeight: number; dropoutSeed: number; labelSmoothing?: number }): GradientResult {
   let logits: tf.Tensor2D | undefined;
   let stats: tf.Tensor[] = [];
   const vars = model.params.map((p) => p.variable);
@@ -48,7 +59,7 @@ export function computeGradients(model: GoogLeNet, x: tf.Tensor4D, labels: tf.Te
     // variableGrads keeps only the loss of its forward scope; keep these too, and re-home them below.
     logits = tf.keep(out.main);
     stats = out.runningStats!.map((t) => tf.keep(t));
-    return googlenetLoss(out, labels, opts.auxWeight);
+    return googlenetLoss(out, labels, opts.auxWeight, opts.labelSmoothing ?? 0);
   }, vars);
   const adopt = <T extends tf.Tensor>(t: T): T => {
     const c = tf.clone(t); // tracked by the caller's scope, unlike the kept original
