@@ -37,6 +37,11 @@ describe('train flags', () => {
     expect(resolve(['--batchSize=8', '--imageSize', '64'])).toMatchObject({ batchSize: 8, imageSize: 64 });
   });
 
+  it('chooses the data plane automatically unless --data-plane names one', () => {
+    expect(resolve([]).dataPlane).toBe('auto');
+    expect(resolve(['--data-plane=coordinator']).dataPlane).toBe('coordinator');
+  });
+
   it('accepts --name=value and --name value forms', () => {
     const c = resolve(['--workers=2', '--batch-size', '8', '--lr-schedule=cosine', '--steps=5']);
     expect(c).toMatchObject({ workers: 2, batchSize: 8, lrSchedule: 'cosine', steps: 5 });
@@ -60,6 +65,7 @@ describe('train flags', () => {
     [['--image-size=16'], 'expected an integer >= 28'],
     [['stray'], "unexpected argument 'stray'"],
     [['--synthetic-size=10'], 'expected TRAIN,TEST sample counts'],
+    [['--data-plane=nvlink'], 'expected one of auto, shm, peer, coordinator'],
   ])('rejects %j with a clear BAD_FLAG error', (argv, message) => {
     const got = codeOf(() => resolve(argv));
     expect(got?.[0]).toBe('BAD_FLAG');

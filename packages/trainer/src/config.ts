@@ -37,6 +37,7 @@ export const TRAIN_FLAGS = {
   'profile-step': { type: 'int', min: 0, default: 0, help: 'webgpu: time every kernel of step N on the GPU (timestamp queries; that step runs slower) and log the busiest' },
   'grad-compression': { type: 'enum', values: ['none', 'fp16'], default: 'none', help: 'gradient wire format' },
   'bucket-mb': { type: 'number', min: 0.001, default: 25, help: 'gradient bucket size in MB' },
+  'data-plane': { type: 'enum', values: ['auto', 'shm', 'peer', 'coordinator'], default: 'auto', help: 'how gradient bytes move: auto (shared memory between workers on one machine, else worker-to-worker TCP), shm, peer (TCP), coordinator (through its WebSocket)' },
   workers: { type: 'string', default: 'auto', help: 'worker processes on this machine (auto: one per NVIDIA GPU, else one per core up to 8)' },
   gpus: { type: 'string', help: 'comma-separated GPU ids (nvidia-smi\'s) for the workers, e.g. 0,1,2,3; webgpu pins each worker to its GPU' },
   'checkpoint-every': { type: 'int', min: 0, default: 0, help: 'checkpoint every N steps (always at each epoch end; 0: epoch ends only)' },
@@ -92,6 +93,8 @@ export interface TrainConfig {
   profileStep: number;
   gradCompression: 'none' | 'fp16';
   bucketMb: number;
+  /** Data plane the workers offer and the started coordinator prefers (@googlenet/coordinator plane-select.ts). */
+  dataPlane: 'auto' | 'shm' | 'peer' | 'coordinator';
   /** Worker processes on this machine. */
   workers: number;
   gpus?: number[];
@@ -184,6 +187,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     profileStep: f.profileStep as number,
     gradCompression: f.gradCompression as 'none' | 'fp16',
     bucketMb: f.bucketMb as number,
+    dataPlane: f.dataPlane as TrainConfig['dataPlane'],
     workers,
     gpus,
     checkpointEvery: f.checkpointEvery as number,

@@ -105,7 +105,7 @@ async function runAttempt(
         GOOGLENET_COORDINATOR_OPTIONS: JSON.stringify({
           host: cfg.host, port: cfg.port, worldSize, runId: runIdOf(cfg), token: cfg.token,
           tls: cfg.tlsCert && cfg.tlsKey ? { cert: cfg.tlsCert, key: cfg.tlsKey } : undefined,
-          roundTimeoutMs: Math.round(cfg.roundTimeout * 1000),
+          roundTimeoutMs: Math.round(cfg.roundTimeout * 1000), dataPlane: cfg.dataPlane,
         }),
       }, io, 'pipe', cfg.out);
       procs.push(coord);

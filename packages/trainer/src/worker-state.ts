@@ -74,7 +74,7 @@ export async function prepareTraining(ctx: WorkerContext): Promise<TrainState> {
       signature: model.signature(), token: cfg.token,
       ca: cfg.tlsCa ? await fs.readFile(cfg.tlsCa, 'utf8') : undefined,
       bucketBytes: Math.round(cfg.bucketMb * 1024 * 1024), gradCompression: cfg.gradCompression,
-      timeoutMs: Math.round(cfg.roundTimeout * 1000),
+      timeoutMs: Math.round(cfg.roundTimeout * 1000), dataPlane: cfg.dataPlane,
       // Refused peer connections (wrong key, malformed hello) and plane choices belong in this rank's log.
       log: say,
     });

@@ -1,0 +1,24 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { rankDigests, tempDir, train } from '../helpers';
+
+// --data-plane reaches the started coordinator and every worker, and the plane does not change a single byte.
+const common = ['--image-size=32', '--batch-size=4', '--steps=3', '--lr=0.05', '--backend=wasm', '--eval-every=0', '--seed=7', '--workers=2'];
+
+describe('--data-plane', () => {
+  it('2 workers over shared memory end with the same weights, byte for byte, as over the TCP peer plane', async () => {
+    const dir = tempDir('plane');
+    const digests: Record<string, string | undefined> = {};
+    for (const plane of ['shm', 'peer'] as const) {
+      const out = path.join(dir, plane);
+      await train([...common, `--data-plane=${plane}`, `--out=${out}`]);
+      expect(fs.readFileSync(path.join(out, 'coordinator.log'), 'utf8')).toContain(`data plane ${plane}`);
+      const d = rankDigests(out);
+      expect(d.get(1)).toBe(d.get(0));
+      digests[plane] = d.get(0);
+    }
+    expect(digests.shm).toBeDefined();
+    expect(digests.shm).toBe(digests.peer);
+  }, 600_000);
+});
