@@ -7,11 +7,14 @@ export interface SgdOptions {
   momentum: number;
   /** L2 penalty added to the gradient before momentum, as torch.optim.SGD does. */
   weightDecay: number;
+  /** Nesterov momentum as torch.optim.SGD(nesterov=True): the step is d + momentum*buf instead of buf. Default false. */
+  nesterov?: boolean;
 }
 
 /**
  * SGD with momentum and weight decay, step for step the same arithmetic as torch.optim.SGD
- * (dampening 0, no Nesterov): d = g + wd*w; buf = d on the first step, else momentum*buf + d; w -= lr*buf.
+ * (dampening 0): d = g + wd*w; buf = d on the first step, else momentum*buf + d; w -= lr*buf, or with Nesterov
+ * w -= lr*(d + momentum*buf).
  * Every rank applies it to the same averaged gradient, so every rank keeps identical weights.
  */
 export class Sgd {
@@ -39,7 +42,7 @@ export class Sgd {
           const buf = this.buffers[i]!;
           const next = this.started ? tf.add(tf.mul(buf, momentum), d) : d;
           buf.assign(next);
-          d = next;
+          d = this.opts.nesterov ? tf.add(d, tf.mul(next, momentum)) : next;
         }
         p.assign(tf.sub(p, tf.mul(d, lr)));
       }
@@ -57,7 +60,8 @@ export class Sgd {
     const { momentum, weightDecay } = this.opts;
     const buffers = momentum !== 0 ? this.buffers : null;
     const opts = { momentum, weightDecay, lr, started: this.started };
-    if (nativeSgd(this.params, buffers, grads, offsets, opts) || webgpuSgd(this.params, buffers, grads, offsets, opts)) {
+    // The native and webgpu kernels know no Nesterov step: it takes the JS loop or tfjs.
+    if (!this.opts.nesterov && (nativeSgd(this.params, buffers, grads, offsets, opts) || webgpuSgd(this.params, buffers, grads, offsets, opts))) {
       this.started = true;
       return;
     }
@@ -72,7 +76,8 @@ export class Sgd {
     const [mom, wd, rate] = [f(momentum), f(weightDecay), f(lr)];
     views.forEach(({ w, b }, i) => {
       const g = grads.subarray(offsets[i]!, offsets[i]! + w!.length);
-      if (b) sgdMomentumKernel(w!, b, g, mom, wd, rate, this.started);
+      if (b && this.opts.nesterov) sgdNesterovKernel(w!, b, g, mom, wd, rate, this.started);
+      else if (b) sgdMomentumKernel(w!, b, g, mom, wd, rate, this.started);
       else sgdPlainKernel(w!, g, wd, rate);
     });
     this.started = true;
@@ -85,7 +90,7 @@ export class Sgd {
   stepDevice(grads: readonly tf.Tensor[], lr: number): void {
     const { momentum, weightDecay } = this.opts;
     const buffers = momentum !== 0 ? this.buffers : null;
-    if (webgpuSgd(this.params, buffers, grads, null, { momentum, weightDecay, lr, started: this.started })) {
+    if (!this.opts.nesterov && webgpuSgd(this.params, buffers, grads, null, { momentum, weightDecay, lr, started: this.started })) {
       this.started = true;
       return;
     }
@@ -130,6 +135,16 @@ function sgdMomentumKernel(w: Float32Array, b: Float32Array, g: Float32Array, mo
     if (started) d = f32(f32(b[i]! * mom) + d);
     b[i] = d;
     w[i] = f32(w[i]! - f32(d * rate));
+  }
+}
+
+function sgdNesterovKernel(w: Float32Array, b: Float32Array, g: Float32Array, mom: number, wd: number, rate: number, started: boolean): void {
+  const n = w.length;
+  for (let i = 0; i < n; i++) {
+    const d = f32(g[i]! + f32(w[i]! * wd));
+    const buf = started ? f32(f32(b[i]! * mom) + d) : d;
+    b[i] = buf;
+    w[i] = f32(w[i]! - f32(f32(d + f32(buf * mom)) * rate));
   }
 }
 
