@@ -9,16 +9,17 @@
 #          .gpu/device-select.tar.xz): --gpus=0's backend line names the GPU's PCI address; an address that
 #          matches no GPU, a disabled layer and a GPU the machine lacks are coded errors -> gpu-run.log
 #   check  check-gradients.mjs --backend=webgpu: layer gradients vs cpu   -> $OUT/check-gradients.txt
-#   bench  one training run at 224x224 batch 64, 1000 classes, 8 steps, step 6 profiled
-#          -> $OUT/bench.json (medians of steps 3..8, the profiled step's busiest kernels)
-#   host   the bench step on Dawn's null backend: host-side ms per step (tfjs + Dawn front end) -> $OUT/host.json
+#   bench  one training run at 224x224 batch 64, 1000 classes, 12 steps, the last profiled (steps 4-11 replay a
+#          captured step) -> $OUT/bench.json (medians of steps 5..11, the profiled step's busiest kernels)
+#   host   the bench step on Dawn's null backend, replayed: host-side ms per step -> $OUT/host.json (and without
+#          replay, in the log)
 #   train  synthetic data, 2 epochs, batch 32: --workers=1 and --workers=2 -> $OUT/train.json (final evals)
 # Choose stages with STAGES="check bench train" (or as arguments: bash tools/gpu-run.sh bench train).
 # Only 8 files of at most 16 MiB come back from $OUT, so the run folders are kept in $GPU_RUN_DIR/gpu-runs and
 # $OUT gets 7 files: gpu-run.log (all output), stages.txt, check-gradients.txt, bench.json, host.json, train.json and
 # runs.tar.xz (every run folder without weights and checkpoints: config, train.log, metrics.jsonl, summary).
 #
-# Env overrides: BENCH_SIZE BENCH_BATCH BENCH_CLASSES BENCH_STEPS BENCH_PROFILE BENCH_ARGS, CHECK_ARGS,
+# Env overrides: BENCH_SIZE BENCH_BATCH BENCH_CLASSES BENCH_STEPS BENCH_PROFILE BENCH_FROM BENCH_ARGS, CHECK_ARGS,
 #   TRAIN_WORKERS ("1 2") TRAIN_ARGS ("--epochs=2 --batch-size=32"), CHECK_TIMEOUT BENCH_TIMEOUT TRAIN_TIMEOUT,
 #   BUDGET_S (540: the whole script), BACKEND (webgpu), GPU_RUN_DIR (/tmp: node and app/ are unpacked there).
 # GPU_RUN_LOCAL=1: a dry run on another machine (e.g. Mesa lavapipe): no dpkg -x of the .debs, no ldconfig.
@@ -43,7 +44,7 @@ APP=$RUN_DIR/app
 BACKEND=${BACKEND:-webgpu}
 BUDGET_S=${BUDGET_S:-540}
 BENCH_SIZE=${BENCH_SIZE:-224} BENCH_BATCH=${BENCH_BATCH:-64} BENCH_CLASSES=${BENCH_CLASSES:-1000}
-BENCH_STEPS=${BENCH_STEPS:-8} BENCH_PROFILE=${BENCH_PROFILE:-6}
+BENCH_STEPS=${BENCH_STEPS:-12} BENCH_PROFILE=${BENCH_PROFILE:-12}
 TRAIN_WORKERS=${TRAIN_WORKERS:-1 2} TRAIN_ARGS=${TRAIN_ARGS:---epochs=2 --batch-size=32}
 FAILED=()
 : >"$OUT/stages.txt"
@@ -117,19 +118,24 @@ if want bench; then
     --image-size="$BENCH_SIZE" --batch-size="$BENCH_BATCH" --num-classes="$BENCH_CLASSES" --steps="$BENCH_STEPS" \
     --no-eval --profile-step="$BENCH_PROFILE" --out="$B" --log-every=1 ${BENCH_ARGS:-}
   # Summarise whatever steps were recorded, also after a failure or a timeout.
-  "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$B" --from=3 --to="$BENCH_STEPS" --profile-step="$BENCH_PROFILE" --json="$OUT/bench.json" \
+  "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$B" --from="${BENCH_FROM:-5}" --to="$BENCH_STEPS" --profile-step="$BENCH_PROFILE" --json="$OUT/bench.json" \
     || record bench-summary "failed(no-steps)"
 fi
 
 # ---- host: a training step on Dawn's null backend (commands validated, nothing executed): what the host side
-# (tfjs + Dawn's front end, ~1,100 dispatches a step) costs on this CPU, i.e. a ceiling whatever the GPU does.
-# At 32 px batch 4: the null backend cannot allocate 224 px batches, and the host cost is per dispatch, not per
-# pixel (224 px batch 64 issues ~1,170 dispatches, 32 px batch 4 ~1,100).
+# costs on this CPU, i.e. a ceiling whatever the GPU does. At 32 px batch 4: the null backend holds 512 MiB (no
+# 224 px step), and the host cost is per dispatch, not per pixel (224 px batch 64: 1,246 dispatches, 32 px batch 4:
+# 1,101). Steps 4 on replay a captured step (packages/model/src/webgpu-replay.ts): medians of steps 6-10; the same
+# run with GOOGLENET_WEBGPU_REPLAY=0 (every step through tfjs) goes to the log and runs.tar.xz (ms.cpu: CPU ms).
 if want host; then
-  H=$W/host-32-b4
-  DAWNNODE_BACKEND=null stage host "${HOST_TIMEOUT:-90}" "$W/host.log" "$NODE" train.mjs --backend="$BACKEND" --workers=1 \
-    --image-size=32 --batch-size=4 --num-classes="$BENCH_CLASSES" --steps=6 --no-eval --out="$H" --log-every=1
-  "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$H" --from=3 --to=6 --json="$OUT/host.json" || record host-summary "failed(no-steps)"
+  for mode in replay noreplay; do
+    H=$W/host-32-b4-$mode
+    json=$OUT/host.json; [ "$mode" = replay ] || json=$W/host-$mode.json
+    GOOGLENET_WEBGPU_REPLAY=$([ "$mode" = replay ] && echo 1 || echo 0) DAWNNODE_BACKEND=null stage "host-$mode" "${HOST_TIMEOUT:-90}" "$W/host-$mode.log" \
+      "$NODE" train.mjs --backend="$BACKEND" --workers=1 --image-size=32 --batch-size=4 --num-classes="$BENCH_CLASSES" --steps=10 --no-eval \
+      --out="$H" --log-every=1
+    "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$H" --from=6 --to=10 --json="$json" || record "host-$mode-summary" "failed(no-steps)"
+  done
 fi
 
 # ---- train: accuracy, one worker vs several, synthetic data
