@@ -11,7 +11,8 @@
  *   im2col / col2im   conv gradients as one matMul each (the stock filter gradient was three transposes and a
  *                conv whose filter is the whole output map), in batch chunks under the binding limit.
  *   sgdStep      in-place SGD with momentum: one dispatch per 2-3 parameters (weights and momentum), no new tensors.
- * Kernels writing several tensors are dispatched by directDispatch, into tfjs's own compute pass.
+ * Kernels writing several tensors are dispatched by directDispatch, into tfjs's own compute pass; it tells a step
+ * capture (webgpu-replay.ts) which uniforms change from step to step (sgdStep's learning rate).
  * Every function returns null (or false) when webgpu is not the active backend; callers fall back to tfjs ops.
  */
 import * as tf from '@tensorflow/tfjs';
