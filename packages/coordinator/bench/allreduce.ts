@@ -1,4 +1,4 @@
-// nx run coordinator:bench --workers=N[,M...] --numel=13385816 [--grad-compression=fp16] [--iters=10] [--warmup=3]
+// nx run coordinator:bench [--workers=2,4] --numel=13385816 [--grad-compression=fp16] [--iters=10] [--warmup=3]
 //   [--bucket-bytes=26214400] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS]
 // --workers=2,4 runs each count in turn (ours, then gloo) and ends with a table and one JSON line over all counts.
 // --block-ms: instead of the metrics-only barrier, each worker blocks its event loop synchronously for MS ms
@@ -14,10 +14,10 @@ import { startCoordinator } from '../src/index.js';
 
 const { values: a } = parseArgs({
   options: {
-    workers: { type: 'string', default: '2' }, numel: { type: 'string', default: '13385816' },
+    workers: { type: 'string', default: '2,4' }, numel: { type: 'string', default: '13385816' },
     'grad-compression': { type: 'string', default: 'none' }, iters: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' }, 'bucket-bytes': { type: 'string', default: String(25 * 1024 * 1024) },
-    'data-plane': { type: 'string', default: 'peer' }, 'no-gloo': { type: 'boolean', default: false }, 'block-ms': { type: 'string', default: '0' }, help: { type: 'boolean', default: false },
+    'data-plane': { type: 'string', default: 'auto' }, 'no-gloo': { type: 'boolean', default: false }, 'block-ms': { type: 'string', default: '0' }, help: { type: 'boolean', default: false },
   },
 });
 if (a.help) {

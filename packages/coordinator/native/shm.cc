@@ -235,7 +235,7 @@ double nowMs() {
 
 bool gone(uint32_t pid) { return pid != 0 && kill(pid, 0) != 0 && errno == ESRCH; }
 
-// Spins briefly (ranks usually arrive within microseconds of each other), then yields the core (there may be
+// Spins briefly (ranks usually arrive within microseconds of each other; only while ranks <= cores), then yields the core (there may be
 // more ranks than cores), then sleeps on the futex in 1 ms steps; every 2 ms it checks that the processes it waits
 // for still exist, so a rank that was killed fails the others at once instead of at the round timeout.
 napi_value Wait(napi_env env, napi_callback_info info) {
@@ -249,12 +249,16 @@ napi_value Wait(napi_env env, napi_callback_info info) {
   RankLine* L = lines(p);
   int result = 1;
   double t0 = nowMs(), nextPidCheck = t0 + 2;
+  // Spinning only pays while every rank can run at once; with more ranks than cores it steals the core of the
+  // rank being waited for.
+  static const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  const long spins = R <= cores ? 2000 : 50;
   for (long iter = 0;; iter++) {
     int missing = -1;
     for (int r = 0; r < R; r++) if (r != me && L[r].counter.load(std::memory_order_acquire) < target) { missing = r; break; }
     if (missing < 0) { result = 0; break; }
     if (h->abortWord.load() != 0) { result = 2; break; }
-    if (iter < 2000) { __builtin_ia32_pause(); continue; }
+    if (iter < spins) { __builtin_ia32_pause(); continue; }
     double t = nowMs();
     if (t >= nextPidCheck) {
       nextPidCheck = t + 2;
