@@ -10,6 +10,8 @@ import type { Sgd } from './optim';
 export const CHECKPOINT_FORMAT = 'googlenet-dp-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 const MOMENTUM_PREFIX = 'optimizer.momentum_buffer.';
+/** The weights' EMA (--ema-decay), under the seed's names after this prefix. */
+const EMA_PREFIX = 'ema.';
 
 /** What a checkpoint says besides its tensors (stored as safetensors __metadata__). */
 export interface CheckpointMeta {
@@ -30,11 +32,12 @@ export interface CheckpointMeta {
 
 /**
  * One checkpoint = one safetensors file: the weights under the seed's PyTorch names and layouts (so the
- * file loads into PyTorch after dropping `optimizer.*`), the SGD momentum buffers in TF.js layout, and
- * the metadata above.
+ * file loads into PyTorch after dropping `optimizer.*` and `ema.*`), the SGD momentum buffers in TF.js layout,
+ * the EMA of the weights when the run keeps one (`ema.<name>`), and the metadata above.
  */
-export async function encodeCheckpoint(model: GoogLeNet, sgd: Sgd, meta: CheckpointMeta): Promise<Uint8Array> {
+export async function encodeCheckpoint(model: GoogLeNet, sgd: Sgd, meta: CheckpointMeta, ema?: GoogLeNet): Promise<Uint8Array> {
   const tensors = await stateDict(model);
+  if (ema) for (const [name, t] of await stateDict(ema)) tensors.set(EMA_PREFIX + name, t);
   const { buffers } = sgd.state();
   for (const [i, p] of model.params.entries()) {
     const b = buffers[i];
@@ -47,6 +50,8 @@ export interface DecodedCheckpoint {
   meta: CheckpointMeta;
   weights: Map<string, HostTensor>;
   momentum: Map<string, HostTensor>;
+  /** The EMA's tensors (names without `ema.`); empty when the run kept none. */
+  ema: Map<string, HostTensor>;
 }
 
 /** Parses and validates a checkpoint's bytes; names the file in every error. */
@@ -82,11 +87,13 @@ export function decodeCheckpoint(bytes: Uint8Array, file: string): DecodedCheckp
   }
   const weights = new Map<string, HostTensor>();
   const momentum = new Map<string, HostTensor>();
+  const ema = new Map<string, HostTensor>();
   for (const [name, t] of decoded.tensors) {
     if (name.startsWith(MOMENTUM_PREFIX)) momentum.set(name.slice(MOMENTUM_PREFIX.length), t);
+    else if (name.startsWith(EMA_PREFIX)) ema.set(name.slice(EMA_PREFIX.length), t);
     else weights.set(name, t);
   }
-  return { meta, weights, momentum };
+  return { meta, weights, momentum, ema };
 }
 
 /** Loads weights, BN statistics and optimizer state into a freshly built model and optimizer. */

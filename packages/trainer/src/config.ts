@@ -25,6 +25,10 @@ export const TRAIN_FLAGS = {
   'step-epochs': { type: 'int', min: 1, default: 30, help: 'step schedule: epochs between decays' },
   gamma: { type: 'number', min: 0, max: 1, default: 0.1, help: 'step schedule: decay factor' },
   'aux-weight': { type: 'number', min: 0, default: 0.3, help: 'weight of each auxiliary head loss' },
+  'label-smoothing': { type: 'number', min: 0, max: 1, default: 0, help: 'label smoothing of the main and both aux losses, as nn.CrossEntropyLoss(label_smoothing=...); 0: off' },
+  'clip-grad-norm': { type: 'number', min: 0, default: 0, help: 'clip the averaged gradient to this global L2 norm (all parameters, as torch.nn.utils.clip_grad_norm_); 0: off' },
+  nesterov: { type: 'boolean', default: false, help: 'Nesterov momentum, as torch.optim.SGD(nesterov=True) (needs --momentum > 0)' },
+  'ema-decay': { type: 'number', min: 0, max: 1, default: 0, help: 'keep an EMA of the weights and BN statistics (ema = d*ema + (1-d)*w after each step), evaluated and saved beside the raw ones; 0: off' },
   augment: { type: 'enum', values: ['auto', 'inception', 'pad-crop', 'flip', 'none'], default: 'auto', help: 'training augmentation; auto: pad-crop for fashion-mnist, cifar10, synthetic, inception for imagefolder, shards (evaluation never augments)' },
   accumulate: { type: 'int', min: 1, default: 1, help: 'micro-batches accumulated per optimizer step' },
   backend: { type: 'enum', values: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'], default: 'auto', help: 'TensorFlow.js backend' },
@@ -79,6 +83,14 @@ export interface TrainConfig {
   stepEpochs: number;
   gamma: number;
   auxWeight: number;
+  /** Label smoothing of every head's cross-entropy (0: off). */
+  labelSmoothing: number;
+  /** Global L2 norm the averaged gradient is clipped to (0: off). */
+  clipGradNorm: number;
+  /** Nesterov momentum (torch.optim.SGD semantics). */
+  nesterov: boolean;
+  /** Decay of the weights' EMA (0: no EMA). */
+  emaDecay: number;
   /** Training augmentation, resolved (--augment=auto becomes the data set's default). */
   augment: AugmentMode;
   accumulate: number;
@@ -156,6 +168,9 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
   if (f.dataset === 'imagefolder' || f.dataset === 'shards' || f.dataset === 'cifar10') {
     if (f.dataDir === undefined) throw bad(`--dataset=${f.dataset} needs --data-dir=<folder>`);
   }
+  if (f.nesterov && (f.momentum as number) === 0) throw bad('--nesterov needs a momentum: give --momentum > 0 (torch.optim.SGD refuses Nesterov without one too)');
+  if ((f.labelSmoothing as number) >= 1) throw bad(`--label-smoothing=${f.labelSmoothing} leaves no weight on the true class: expected a value in [0, 1), e.g. 0.1`);
+  if ((f.emaDecay as number) >= 1) throw bad(`--ema-decay=${f.emaDecay} would never move the EMA: expected a value in [0, 1), e.g. 0.999 (0 turns the EMA off)`);
   const now = ctx.now ?? new Date();
   const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   const cfg: TrainConfig = {
@@ -175,6 +190,10 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     stepEpochs: f.stepEpochs as number,
     gamma: f.gamma as number,
     auxWeight: f.auxWeight as number,
+    labelSmoothing: f.labelSmoothing as number,
+    clipGradNorm: f.clipGradNorm as number,
+    nesterov: f.nesterov as boolean,
+    emaDecay: f.emaDecay as number,
     augment: f.augment === 'auto' ? defaultAugment(f.dataset as TrainConfig['dataset']) : f.augment as AugmentMode,
     accumulate: f.accumulate as number,
     backend: f.backend as TrainConfig['backend'],

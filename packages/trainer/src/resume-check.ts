@@ -29,6 +29,10 @@ export const RESUME_KEYS: Record<string, { key: string; optional?: boolean; samp
   momentum: { key: 'momentum' },
   'weight-decay': { key: 'weightDecay' },
   'aux-weight': { key: 'auxWeight' },
+  'label-smoothing': { key: 'labelSmoothing' },
+  'clip-grad-norm': { key: 'clipGradNorm' },
+  nesterov: { key: 'nesterov' },
+  'ema-decay': { key: 'emaDecay' },
   steps: { key: 'steps', optional: true, cosineOnly: true },
   epochs: { key: 'epochs', optional: true, cosineOnly: true },
 };

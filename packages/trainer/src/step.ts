@@ -7,6 +7,7 @@ import type { Batch } from '@googlenet/dataloader';
 import { readAllInto } from './host';
 import type { GradientReducer } from './reducer';
 import type { Sgd } from './optim';
+import { clipFlatGradients, clipGradientTensors } from './grad-clip';
 
 /** Milliseconds spent in each phase of one optimizer step. */
 export interface StepTimes {
@@ -46,6 +47,10 @@ export interface TrainStepOptions {
   imageSize: number;
   seed: number;
   rank: number;
+  /** Label smoothing of every head's loss (0: off). */
+  labelSmoothing?: number;
+  /** Clip the averaged gradient to this global L2 norm (0 or absent: off). */
+  clipGradNorm?: number;
   /** webgpu, one worker, one micro-batch: replay a captured step. Default: on unless GOOGLENET_WEBGPU_REPLAY=0. */
   replay?: boolean;
 }
@@ -198,7 +203,10 @@ export class TrainStep {
   /** SGD on the GPU and the new running statistics, from gradients then statistics (the model-signature order). */
   private applyOnDevice(parts: readonly tf.Tensor[], lr: number): void {
     const params = this.model.params.length;
-    this.sgd.stepDevice(parts.slice(0, params), lr);
+    const grads = parts.slice(0, params);
+    const clipped = this.opts.clipGradNorm ? clipGradientTensors(grads, this.opts.clipGradNorm) : grads;
+    this.sgd.stepDevice(clipped, lr);
+    if (clipped !== grads) tf.dispose(clipped);
     this.model.assignRunningStats(parts.slice(params));
   }
 
@@ -356,11 +364,11 @@ export class TrainStep {
 
   /** [figures (loss sum, top-1, top-5), ...gradients, ...running statistics] of one micro-batch, synchronously. */
   private compute(batch: Batch, dropoutSeed: number): tf.Tensor[] {
-    const { batchSize, imageSize, auxWeight } = this.opts;
+    const { batchSize, imageSize, auxWeight, labelSmoothing } = this.opts;
     return tf.tidy(() => {
       const x = tf.tensor4d(batch.images, [batchSize, imageSize, imageSize, 3]);
       const y = tf.tensor1d(batch.labels, 'int32');
-      const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed });
+      const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed, labelSmoothing });
       const figures = tf.stack([tf.mul(r.loss, batch.size), ...correctCounts(r.logits, y, this.topK)]);
       return [figures, ...r.grads, ...r.runningStats];
     });
@@ -401,6 +409,7 @@ export class TrainStep {
       const a = this.flat.subarray(off, off + v.size);
       return tf.tensor(copy ? a.slice() : a, v.shape, 'float32');
     };
+    if (this.opts.clipGradNorm) clipFlatGradients(this.flat, this.bufferOffsets[0] ?? this.flat.length, this.opts.clipGradNorm);
     this.sgd.stepFlat(this.flat, this.paramOffsets, lr);
     tf.tidy(() => this.model.assignRunningStats(buffers.map((b, i) => view(this.bufferOffsets[i]!, b.variable))));
   }

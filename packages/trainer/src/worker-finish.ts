@@ -28,6 +28,8 @@ export interface RunSummary {
   imgPerSec: number;
   finalTrain?: { loss: number; top1: number };
   finalEval?: EvalResult;
+  /** The EMA's figures at the last evaluation (--ema-decay). */
+  finalEmaEval?: EvalResult;
   /** Total milliseconds per phase over the run (this rank). */
   times: StepTimes;
   /** Tensors alive after the first and after the last step (must be equal). */
@@ -47,12 +49,13 @@ export async function finishRun(ctx: WorkerContext, st: TrainState, backend: Bac
   say(`[rank ${id.rank}] weights sha256: ${await weightsDigest(model)}`);
   const summary: RunSummary = {
     steps: totalSteps, stepsRun: loop.stepsRun, startStep: loop.startStep, epochs: totalSteps / stepsPerEpoch, backend: backend.name, worldSize: id.worldSize,
-    seconds: loop.seconds, imgPerSec: (loop.samples / Math.max(1e-9, loop.trainMs)) * 1000, finalTrain: loop.lastTrain, finalEval: loop.lastEval, times: loop.times,
+    seconds: loop.seconds, imgPerSec: (loop.samples / Math.max(1e-9, loop.trainMs)) * 1000, finalTrain: loop.lastTrain, finalEval: loop.lastEval, finalEmaEval: loop.lastEmaEval, times: loop.times,
     numTensors: { first: loop.tensorsFirst, last: tf.memory().numTensors }, checkpointFailures: loop.checkpointFailures, outDir: cfg.out,
   };
   if (lead) {
     ctx.progress.done();
     await saveWeights(model, path.join(cfg.out, 'model.safetensors'));
+    if (st.ema) await saveWeights(st.ema.model, path.join(cfg.out, 'model-ema.safetensors'), { ema_decay: String(st.ema.decay) });
     await fs.writeFile(path.join(cfg.out, 'chart.svg'), renderChart({
       ...rec.history, epochSteps: Array.from({ length: Math.floor(totalSteps / stepsPerEpoch) }, (_, i) => (i + 1) * stepsPerEpoch),
       title: `GoogLeNet on ${cfg.dataset} ${cfg.imageSize}px, ${id.worldSize} worker(s) x batch ${cfg.batchSize}${cfg.accumulate > 1 ? ` x ${cfg.accumulate}` : ''}, ${backend.name}`,
@@ -84,6 +87,7 @@ export function summaryLines(s: RunSummary): string[] {
     `summary: ${s.steps} steps (${s.epochs.toFixed(2)} epochs) on ${s.worldSize} worker(s), backend ${s.backend}, ${formatDuration(s.seconds)}, ${s.imgPerSec.toFixed(1)} img/s`,
     s.finalTrain ? `  final train: loss ${s.finalTrain.loss.toFixed(4)}, top-1 ${(s.finalTrain.top1 * 100).toFixed(2)}% (last batch)` : '',
     s.finalEval ? `  final eval:  top-1 ${(s.finalEval.top1 * 100).toFixed(2)}%, top-5 ${(s.finalEval.top5 * 100).toFixed(2)}%, loss ${s.finalEval.loss.toFixed(4)} on ${s.finalEval.samples} samples` : '',
+    s.finalEmaEval ? `  final EMA:   top-1 ${(s.finalEmaEval.top1 * 100).toFixed(2)}%, top-5 ${(s.finalEmaEval.top5 * 100).toFixed(2)}%, loss ${s.finalEmaEval.loss.toFixed(4)} (model-ema.safetensors)` : '',
     `  time went to: data ${pct(s.times.data)}, compute ${pct(s.times.compute)}, reduce ${pct(s.times.reduce)}, apply ${pct(s.times.apply)}`,
     `  run folder: ${s.outDir} (config.json, train.log, metrics.jsonl, chart.svg, model.safetensors, checkpoints/)`,
   ].filter((l) => l !== '');

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import type { GoogLeNet } from '@googlenet/model';
+import path from 'node:path';
+import { saveWeights, type GoogLeNet } from '@googlenet/model';
 import type { LoaderState } from '@googlenet/dataloader';
 import { publicConfig, type TrainConfig } from './config';
 import { TrainerError } from './errors';
@@ -26,6 +27,8 @@ export interface LoopResult {
   tensorsFirst: number;
   lastTrain?: { loss: number; top1: number };
   lastEval?: EvalResult;
+  /** The EMA's figures at the same evaluation (--ema-decay). */
+  lastEmaEval?: EvalResult;
   checkpointFailures: number;
 }
 
@@ -38,7 +41,10 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
   const { model, sgd, reducer, stepsPerEpoch, totalSteps } = st;
   const trainStep = new TrainStep(model, sgd, reducer, {
     auxWeight: cfg.auxWeight, accumulate: cfg.accumulate, batchSize: cfg.batchSize, imageSize: cfg.imageSize, seed: cfg.seed, rank: id.rank,
+    labelSmoothing: cfg.labelSmoothing, clipGradNorm: cfg.clipGradNorm, ...(replayBlocker(cfg) ? { replay: false } : {}),
   });
+  // One webgpu worker would replay captured steps: say why it does not.
+  if (replayBlocker(cfg) && tf.getBackend() === 'webgpu' && reducer.worldSize === 1) say(`webgpu replay off, steps run through tfjs: ${replayBlocker(cfg)}`);
   const schedule = { lr: cfg.lr, schedule: cfg.lrSchedule, warmupSteps: cfg.warmup, totalSteps, stepsPerEpoch, stepEpochs: cfg.stepEpochs, gamma: cfg.gamma };
   const startStep = st.resumed?.ckpt.meta.step ?? 0;
   const started = performance.now();
@@ -46,13 +52,17 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     startStep, stepsRun: 0, samples: 0, trainMs: 0, seconds: 0, times: { data: 0, compute: 0, reduce: 0, apply: 0 }, tensorsFirst: -1, checkpointFailures: 0,
   };
   let lastEvalStep = -1;
+  // best.safetensors holds the weights of the best evaluation so far (a resumed run counts the kept records).
+  let bestTop1 = Math.max(-1, ...rec.history.evals.map((e) => e.top1));
 
   let evalEnabled = cfg.eval;
   const evaluateNow = async (step: number) => {
     if (!evalEnabled) return;
     let result: EvalResult;
+    let emaResult: EvalResult | undefined;
     try {
       result = await evaluate(cfg, id, model, reducer);
+      if (st.ema) emaResult = await evaluate(cfg, id, st.ema.model, reducer);
     } catch (e) {
       // Every rank reads the same data folder, so every rank takes this branch: no round is left waiting.
       if ((e as { code?: string }).code !== 'DATASET_LAYOUT') throw e;
@@ -61,10 +71,17 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
       return;
     }
     out.lastEval = result;
+    out.lastEmaEval = emaResult;
     lastEvalStep = step;
     rec.history.evals.push({ step, top1: result.top1, top5: result.top5 });
-    say(`eval @ step ${step}: top-1 ${(result.top1 * 100).toFixed(2)}%  top-5 ${(result.top5 * 100).toFixed(2)}%  loss ${result.loss.toFixed(4)}  (${result.samples} samples)`);
-    await rec.record({ type: 'eval', step, epoch: step / stepsPerEpoch, ...result });
+    const figures = (r: EvalResult) => `top-1 ${(r.top1 * 100).toFixed(2)}%  top-5 ${(r.top5 * 100).toFixed(2)}%  loss ${r.loss.toFixed(4)}`;
+    say(`eval @ step ${step}: ${figures(result)}  (${result.samples} samples)${emaResult ? `  | EMA: ${figures(emaResult)}` : ''}`);
+    await rec.record({ type: 'eval', step, epoch: step / stepsPerEpoch, ...result, ...(emaResult ? { ema: emaResult } : {}) });
+    if (lead && result.top1 > bestTop1) {
+      await saveWeights(model, path.join(cfg.out, 'best.safetensors'), { step: String(step), top1: String(result.top1) });
+      say(`best.safetensors: step ${step}, top-1 ${(result.top1 * 100).toFixed(2)}%${bestTop1 >= 0 ? ` (was ${(bestTop1 * 100).toFixed(2)}%)` : ''}`);
+    }
+    bestTop1 = Math.max(bestTop1, result.top1);
   };
 
   for (let step = startStep; step < totalSteps; step++) {
@@ -80,6 +97,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     for (const k of Object.keys(out.times) as (keyof StepTimes)[]) out.times[k] += r.times[k];
     out.samples += r.samples;
     out.stepsRun++;
+    st.ema?.update();
     const done = step + 1;
     if (out.tensorsFirst < 0) out.tensorsFirst = tf.memory().numTensors;
     out.lastTrain = { loss: r.loss, top1: r.top1 };
@@ -100,7 +118,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     }
     if (((cfg.checkpointEvery > 0 && done % cfg.checkpointEvery === 0) || epochEnd) && lead) {
       try {
-        const file = await saveCheckpoint(cfg, model, sgd, st.loader.state(), done, stepsPerEpoch);
+        const file = await saveCheckpoint(cfg, model, sgd, st.loader.state(), done, stepsPerEpoch, st.ema?.model);
         say(`checkpoint: ${file}`);
       } catch (e) {
         out.checkpointFailures++;
@@ -114,12 +132,21 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
   return out;
 }
 
+/**
+ * Why one webgpu worker cannot replay captured steps with these settings (undefined: it can). Clipping reads the
+ * norm of all gradients and Nesterov is not in the in-place SGD kernel: both run as tfjs ops, outside the graph.
+ */
+export function replayBlocker(cfg: Pick<TrainConfig, 'clipGradNorm' | 'nesterov'>): string | undefined {
+  const why = [cfg.clipGradNorm > 0 ? '--clip-grad-norm' : '', cfg.nesterov ? '--nesterov' : ''].filter(Boolean);
+  return why.length ? `${why.join(' and ')} run as tfjs ops that the captured graph does not hold` : undefined;
+}
+
 /** Checkpoint writing, with the metadata that makes a resume exact. */
-async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, sampler: LoaderState, step: number, stepsPerEpoch: number): Promise<string> {
+async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, sampler: LoaderState, step: number, stepsPerEpoch: number, ema?: GoogLeNet): Promise<string> {
   const meta: CheckpointMeta = {
     format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, epoch: Math.floor(step / stepsPerEpoch), sampler,
     optimizer: { type: 'sgd', started: sgd.state().started, momentum: cfg.momentum, weightDecay: cfg.weightDecay, layout: 'tfjs' },
     config: publicConfig(cfg), seeds: { seed: cfg.seed }, createdAt: new Date().toISOString(),
   };
-  return writeCheckpoint(cfg.out, step, await encodeCheckpoint(model, sgd, meta), { keep: cfg.keep });
+  return writeCheckpoint(cfg.out, step, await encodeCheckpoint(model, sgd, meta, ema), { keep: cfg.keep });
 }

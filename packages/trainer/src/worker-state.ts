@@ -6,6 +6,7 @@ import { CoordinatorClient } from '@googlenet/coordinator';
 import { publicConfig } from './config';
 import { TrainerError } from './errors';
 import { Sgd } from './optim';
+import { ModelEma } from './ema';
 import { CoordinatorReducer, LocalReducer, type GradientReducer } from './reducer';
 import { restoreCheckpoint, type ResumePoint } from './checkpoint';
 import { agreeOnResume, localResumePoint } from './resume';
@@ -19,6 +20,8 @@ export interface TrainState {
   loader: DataLoader;
   model: GoogLeNet;
   sgd: Sgd;
+  /** The weights' EMA (--ema-decay > 0). */
+  ema?: ModelEma;
   reducer: GradientReducer;
   /** The checkpoint this rank resumes from (after agreeOnResume: rank 0's). */
   resumed?: ResumePoint;
@@ -63,8 +66,9 @@ export async function prepareTraining(ctx: WorkerContext): Promise<TrainState> {
     throw new TrainerError('BAD_FLAG', `--num-classes=${cfg.numClasses} is below the ${loader.numClasses} classes of ${cfg.dataset}`);
   }
   const model = new GoogLeNet({ numClasses: cfg.numClasses ?? loader.numClasses, aux: true, seed: cfg.seed });
-  const sgd = new Sgd(model.params.map((p) => p.variable), { momentum: cfg.momentum, weightDecay: cfg.weightDecay });
+  const sgd = new Sgd(model.params.map((p) => p.variable), { momentum: cfg.momentum, weightDecay: cfg.weightDecay, nesterov: cfg.nesterov });
   if (resumed) restoreCheckpoint(resumed.ckpt, model, sgd, resumed.file);
+  const ema = cfg.emaDecay > 0 ? startEma(ctx, model, resumed) : undefined;
 
   let reducer: GradientReducer = new LocalReducer();
   if (id.worldSize > 1) {
@@ -82,11 +86,12 @@ export async function prepareTraining(ctx: WorkerContext): Promise<TrainState> {
     say(`[rank ${id.rank}] joined the coordinator at ${id.coordinatorUrl} (world size ${id.worldSize})`);
   }
   const st: TrainState = {
-    loader, model, sgd, reducer, resumed, stepsPerEpoch, totalSteps,
+    loader, model, sgd, ema, reducer, resumed, stepsPerEpoch, totalSteps,
     close: async () => {
       await Promise.allSettled([st.reducer.close(), st.loader.close()]);
       st.model.dispose();
       st.sgd.dispose();
+      st.ema?.dispose();
     },
   };
   return st;
@@ -102,16 +107,27 @@ export async function syncWithRank0(ctx: WorkerContext, st: TrainState): Promise
     st.resumed = agreed;
     const sampler = agreed && samplerOf(ctx, agreed);
     if (agreed) restoreCheckpoint(agreed.ckpt, st.model, st.sgd, agreed.file);
+    if (st.ema) {
+      st.ema.dispose();
+      st.ema = startEma(ctx, st.model, agreed);
+    }
     await st.loader.close();
     st.loader = await openLoader(ctx, sampler);
   }
-  await broadcastState(st.reducer, st.model, st.sgd);
+  await broadcastState(st.reducer, st.model, st.sgd, st.ema);
 }
 
-/** Rank 0's params, BN statistics, momentum buffers and counters overwrite every other rank's. */
-async function broadcastState(reducer: GradientReducer, model: GoogLeNet, sgd: Sgd): Promise<void> {
+/** The EMA from a checkpoint's `ema.*` tensors, or from the weights (a fresh run, or a checkpoint without an EMA). */
+function startEma({ cfg, say }: WorkerContext, model: GoogLeNet, resumed: ResumePoint | undefined): ModelEma {
+  const saved = resumed?.ckpt.ema;
+  if (resumed && !saved?.size) say(`resume: ${resumed.file} holds no EMA of the weights; the EMA starts from its weights`);
+  return ModelEma.create(model, cfg.emaDecay, saved);
+}
+
+/** Rank 0's params, BN statistics, momentum buffers, EMA and counters overwrite every other rank's. */
+async function broadcastState(reducer: GradientReducer, model: GoogLeNet, sgd: Sgd, ema: ModelEma | undefined): Promise<void> {
   if (reducer.worldSize === 1) return;
-  const vars = [...model.params.map((p) => p.variable), ...model.buffers.map((b) => b.variable), ...sgd.state().buffers];
+  const vars = [...model.params.map((p) => p.variable), ...model.buffers.map((b) => b.variable), ...sgd.state().buffers, ...(ema?.variables() ?? [])];
   const size = vars.reduce((n, v) => n + v.size, 0);
   const flat = new Float32Array(size + 2);
   let off = await readAllInto(vars, flat);
