@@ -33,7 +33,8 @@ export function clipFlatGradients(flat: Float32Array, length: number, maxNorm: n
  */
 export function clipGradientTensors(grads: readonly tf.Tensor[], maxNorm: number): tf.Tensor[] {
   return tf.tidy(() => {
-    const total = tf.sqrt(tf.addN(grads.map((g) => tf.sum(tf.square(g)))));
+    // Summed one by one: addN of ~120 inputs exceeds what one webgpu shader binds.
+    const total = tf.sqrt(grads.map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b)));
     const coef = tf.minimum(tf.scalar(1), tf.div(tf.scalar(maxNorm), tf.add(total, EPS)));
     return grads.map((g) => tf.mul(g, coef));
   });
