@@ -6,9 +6,11 @@ import { parseFlags, helpText, type FlagSpec } from './flags';
 import { discoverGpus } from './devices';
 import type { LrScheduleName } from './schedule';
 import { parseResumeOverride } from './resume-check';
+import { loadRecipe, recipeArg, recipeArgv } from './recipe';
 
 /** The train command's flags. The table is the single source for parsing, validation and --help. */
 export const TRAIN_FLAGS = {
+  recipe: { type: 'string', help: 'defaults from a recipe file (packages/trainer/recipes/<name>.json, or a path), e.g. fashion-mnist; flags given here override it' },
   dataset: { type: 'enum', values: ['synthetic', 'fashion-mnist', 'cifar10', 'imagefolder', 'shards'], default: 'synthetic', help: 'data set' },
   'synthetic-size': { type: 'string', default: '3000,1000', help: 'synthetic data set: training,test samples' },
   'data-dir': { type: 'string', help: 'data folder (fashion-mnist defaults to /usr/share/datasets/fashion-mnist)' },
@@ -67,6 +69,8 @@ export const TRAIN_USAGE = 'Usage: nx run trainer:train [options]   (or: npx tsx
 
 /** Everything a run needs, resolved once, validated, frozen, printed at start and saved in every checkpoint. */
 export interface TrainConfig {
+  /** The --recipe whose values are this config's defaults (its resolved values are the fields below). */
+  recipe?: string;
   dataset: 'synthetic' | 'fashion-mnist' | 'cifar10' | 'imagefolder' | 'shards';
   dataDir?: string;
   syntheticSize: { train: number; test: number };
@@ -138,7 +142,9 @@ export interface ResolveContext {
 
 /** Parses and validates the train flags. Throws TrainerError('BAD_FLAG', ...) on anything wrong. */
 export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext = {}): TrainConfig | 'help' {
-  const f = parseFlags(argv, TRAIN_FLAGS);
+  const recipeName = recipeArg(argv);
+  const recipe = recipeName === undefined ? undefined : loadRecipe(recipeName, TRAIN_FLAGS);
+  const f = parseFlags(recipe ? [...recipeArgv(recipe, argv), ...argv] : argv, TRAIN_FLAGS);
   if (f.help) return 'help';
   const env = ctx.env ?? process.env;
   const bad = (msg: string) => new TrainerError('BAD_FLAG', msg);
@@ -174,6 +180,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
   const now = ctx.now ?? new Date();
   const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   const cfg: TrainConfig = {
+    recipe: recipe?.name,
     dataset: f.dataset as TrainConfig['dataset'],
     dataDir: f.dataDir as string | undefined,
     syntheticSize: parseSyntheticSize(String(f.syntheticSize)),
