@@ -133,6 +133,10 @@ export class TrainStep {
       gpu: profile && webgpu ? { kernelMs: 0, byName: new Map() } : null,
     };
     this.metrics.fill(0);
+    if (webgpu && this.replay.warm === 0 && this.replayWanted() && (this.reducer.worldSize > 1 || this.opts.accumulate > 1)) {
+      this.replay.off = this.reducer.worldSize > 1 ? 'several workers exchange gradients through the host' : 'several micro-batches per step (--accumulate)';
+      if (this.opts.rank === 0) c.note = `webgpu replay off, steps run through tfjs: ${this.replay.off}`;
+    }
     // One worker on a GPU: nothing to exchange, so the gradients never leave the device.
     if (this.reducer.worldSize === 1 && webgpu) return this.runOnDevice(step, nextBatch, lr, c);
     return this.runExchanged(step, nextBatch, lr, c);
