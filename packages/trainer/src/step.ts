@@ -233,7 +233,18 @@ export class TrainStep {
     if (r.graph) {
       // The dropout masks are made on the GPU from their stream keys (the host loop would cost more than the step).
       const keys = Object.fromEntries(Object.entries(streams).map(([name, d]) => [name, d.key]));
-      if (!r.graph.replay({ images: batch.images, labels: batch.labels }, { lr }, keys)) {
+      let replayed: boolean;
+      try {
+        replayed = r.graph.replay({ images: batch.images, labels: batch.labels }, { lr }, keys);
+      } catch (e) {
+        // A batch unlike the captured one (another size): this run's steps go through tfjs from now on.
+        if (!(e instanceof ReplayError)) throw e;
+        this.dispose();
+        r.off = e.message;
+        c.note = `webgpu replay off, steps run through tfjs: ${e.message}`;
+        return null;
+      }
+      if (!replayed) {
         const why = r.graph.invalidReason();
         this.dispose();
         r.warm = 0;
