@@ -405,6 +405,10 @@ export class StepGraph {
       fixed.add(buffer);
     }
     for (const b of touched) if (!fixed.has(b)) g.buffers.add(b);
+    // Checked before the graph takes anything: a throw from seal leaves tfjs's pool as it was.
+    if (outputs.some((t) => !g.buffers.has(bufferOf(t)!))) {
+      throw new ReplayError('REPLAY_UNSUPPORTED', 'an output of the step is not written by it on the GPU: return a tensor the step computes');
+    }
     const bm = be.bufferManager;
     for (const b of g.buffers) owned.add(b);
     for (const [key, list] of bm.freeBuffers) {
@@ -437,9 +441,7 @@ export class StepGraph {
         device.queue.writeBuffer(src, 0, op.values);
       }
     }
-    for (const t of outputs) {
-      const src = bufferOf(t);
-      if (!src || !g.buffers.has(src)) throw new ReplayError('REPLAY_UNSUPPORTED', 'an output of the step is not written by it on the GPU');
+    for (const [t, src] of outputs.map((t) => [t, bufferOf(t)!] as const)) {
       const size = t.size * 4;
       g.readbacks.push({ src, size, staging: device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ }) });
     }
