@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BackendError } from './errors.js';
 import { registerWebgpuModule } from './webgpu-kernels.js';
 import { verifyPinnedDevice } from './device-select.js';
+import { choosePrecision, PRECISION_FEATURES, setComputePrecision, type PrecisionChoice, type PrecisionRequest, type SubgroupMatrixConfig } from './precision.js';
 
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 
@@ -20,6 +21,8 @@ export interface BackendInfo {
   skipped: { backend: string; reason: string }[];
   /** webgpu: the adapter Dawn gave us. */
   adapter?: AdapterInfo;
+  /** The compute precision resolved from SelectBackendOptions.precision (fp32 when none was asked). */
+  precision: PrecisionChoice;
 }
 
 /** What Dawn reports about a WebGPU adapter (GPUAdapterInfo), plus whether it is a CPU rasteriser. */
@@ -32,11 +35,17 @@ export interface AdapterInfo {
   software: boolean;
   /** The GPU that DRI_PRIME pinned this process to, as Mesa's device-select layer lists it (device-select.ts). */
   pinned?: { pci: string; name: string };
+  /** The adapter's features (shader-f16, chromium-experimental-subgroup-matrix, ...), sorted. */
+  features?: string[];
+  /** adapter.info.subgroupMatrixConfigs: the cooperative-matrix shapes and types offered ([] when none). */
+  subgroupMatrixConfigs?: SubgroupMatrixConfig[];
 }
 
 export interface SelectBackendOptions {
   /** Receives the one-line report. Default: none. */
   log?: (line: string) => void;
+  /** --precision: f16 where the backend cannot is a PrecisionError (PRECISION_UNSUPPORTED). Default: fp32. */
+  precision?: PrecisionRequest;
 }
 
 type Candidate = 'tfjs-node-gpu' | 'webgpu' | 'tfjs-node' | 'wasm' | 'cpu';
@@ -95,8 +104,11 @@ async function activate(name: string): Promise<void> {
 let webgpuReady: AdapterInfo | undefined;
 
 interface DawnAdapter {
-  info?: { vendor?: string; architecture?: string; device?: string; description?: string };
+  info?: { vendor?: string; architecture?: string; device?: string; description?: string; subgroupMatrixConfigs?: SubgroupMatrixConfig[] };
   isFallbackAdapter?: boolean;
+  features?: Iterable<string>;
+  limits?: Record<string, number>;
+  requestDevice?(descriptor: object): Promise<unknown>;
 }
 
 function adapterInfo(a: DawnAdapter): AdapterInfo {
@@ -104,7 +116,33 @@ function adapterInfo(a: DawnAdapter): AdapterInfo {
   const [vendor, architecture, device, description] = [i.vendor ?? '', i.architecture ?? '', i.device ?? '', i.description ?? ''];
   const software = a.isFallbackAdapter === true || architecture === 'software' ||
     /llvmpipe|lavapipe|swiftshader|microsoft basic render/i.test(`${device} ${description}`);
-  return { vendor, architecture, device, description, software };
+  const features = [...(a.features ?? [])].sort();
+  const subgroupMatrixConfigs = [...(i.subgroupMatrixConfigs ?? [])].map(({ componentType, resultComponentType, M, N, K }) =>
+    ({ componentType, resultComponentType, M, N, K }));
+  return { vendor, architecture, device, description, software, features, subgroupMatrixConfigs };
+}
+
+/**
+ * Dawn toggles every instance gets: vulkan_enable_f16_on_nvidia exposes shader-f16 on NVIDIA's Vulkan driver
+ * (Dawn hides it there otherwise), allow_unsafe_apis exposes chromium-experimental-subgroup-matrix (tensor
+ * cores). They only make features available; a device uses one only when it requests it. Merged with any
+ * enable-dawn-features= of GOOGLENET_DAWN_FLAGS (Dawn keeps one value per key).
+ */
+export const DAWN_TOGGLES = ['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia'];
+
+/** Dawn's Node flags: adapter= and GOOGLENET_DAWN_FLAGS as given, with DAWN_TOGGLES merged into enable-dawn-features=. */
+export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
+  const raw = [
+    ...(env[WEBGPU_ADAPTER_ENV] ? [`adapter=${env[WEBGPU_ADAPTER_ENV]}`] : []),
+    // Raw flags for Dawn's Node binding, space-separated (e.g. "enable-dawn-features=skip_validation").
+    ...(env.GOOGLENET_DAWN_FLAGS ?? '').split(/\s+/).filter(Boolean),
+  ];
+  const key = 'enable-dawn-features=';
+  const toggles = [...DAWN_TOGGLES];
+  for (const f of raw.filter((f) => f.startsWith(key))) {
+    for (const t of f.slice(key.length).split(',').filter(Boolean)) if (!toggles.includes(t)) toggles.push(t);
+  }
+  return [...raw.filter((f) => !f.startsWith(key)), `${key}${toggles.join(',')}`];
 }
 
 /** e.g. `nvidia, "NVIDIA: 580.159.04", "NVIDIA H200" at PCI 0000:1b:00.0` or `mesa, "llvmpipe: Mesa 25.0.7", software`. */
@@ -171,11 +209,7 @@ const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | vo
     Object.assign(globalThis, dawn.globals as object);
     // A process pinned to one GPU gets it or fails here (GPU_NOT_ISOLATED), never falls back to another GPU.
     const pinned = verifyPinnedDevice();
-    const flags = [
-      ...(process.env[WEBGPU_ADAPTER_ENV] ? [`adapter=${process.env[WEBGPU_ADAPTER_ENV]}`] : []),
-      // Raw flags for Dawn's Node binding, space-separated (e.g. "enable-dawn-features=skip_validation").
-      ...(process.env.GOOGLENET_DAWN_FLAGS ?? '').split(/\s+/).filter(Boolean),
-    ];
+    const flags = dawnFlags();
     const probe = probeDawn(createRequire(import.meta.url).resolve('webgpu'), flags);
     if (probe.rejected !== undefined) throw new Unavailable(`Dawn: ${probe.rejected.replace(/\n/g, ' ')}`);
     if (!probe.adapter) throw new Unavailable(`no WebGPU adapter: ${probe.said || 'Dawn said nothing'} ${NO_ADAPTER_HINT}`);
@@ -197,7 +231,9 @@ const LOADERS: Record<Candidate, (mode: BackendName) => Promise<AdapterInfo | vo
       throw new Unavailable(`only a software adapter (${describeAdapter(info)}), slower than wasm; --backend=webgpu uses it anyway`);
     }
     Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
-    registerWebgpuModule(await importOptional('@tensorflow/tfjs-backend-webgpu'));
+    const mod = await importOptional('@tensorflow/tfjs-backend-webgpu');
+    registerWebgpuModule(mod);
+    registerWebgpuOnAdapter(mod, adapter);
     await activate('webgpu');
     webgpuReady = info;
     return info;
@@ -225,6 +261,25 @@ function shareDataInWasmIdentity(): void {
   }, { shares: true });
   tf.unregisterKernel('Identity', 'wasm');
   tf.registerKernel({ ...kernel, kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+}
+
+/**
+ * tfjs-backend-webgpu's own factory requests a device with timestamp-query and bgra8unorm-storage only; f16 and
+ * subgroup-matrix kernels need the device to have shader-f16 and chromium-experimental-subgroup-matrix. So the
+ * factory is replaced by one that asks the same adapter for the same limits plus those features where offered.
+ */
+function registerWebgpuOnAdapter(mod: Record<string, unknown>, adapter: DawnAdapter): void {
+  const WebGPUBackend = mod.WebGPUBackend as (new (device: unknown, info?: unknown) => tf.KernelBackend) | undefined;
+  if (typeof WebGPUBackend !== 'function' || typeof adapter.requestDevice !== 'function') {
+    throw new Unavailable('@tensorflow/tfjs-backend-webgpu exports no WebGPUBackend, or the adapter cannot request a device');
+  }
+  const offered = new Set(adapter.features ?? []);
+  const requiredFeatures = ['timestamp-query', 'bgra8unorm-storage', ...PRECISION_FEATURES].filter((f) => offered.has(f));
+  const l = adapter.limits ?? {};
+  const requiredLimits = Object.fromEntries(['maxComputeWorkgroupStorageSize', 'maxComputeWorkgroupsPerDimension', 'maxStorageBufferBindingSize',
+    'maxBufferSize', 'maxComputeWorkgroupSizeX', 'maxComputeInvocationsPerWorkgroup'].filter((k) => l[k] !== undefined).map((k) => [k, l[k]]));
+  if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
+  tf.registerBackend('webgpu', async () => new WebGPUBackend(await adapter.requestDevice!({ requiredFeatures, requiredLimits }), adapter.info), 3);
 }
 
 const INFO_NAME: Record<Candidate, BackendInfo['name']> = {
@@ -261,7 +316,12 @@ export async function selectBackend(requested: BackendName, opts: SelectBackendO
     }
     const why = skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ');
     const on = adapter ? ` on ${describeAdapter(adapter)}` : '';
-    const info: BackendInfo = { name: INFO_NAME[c], line: `backend: ${INFO_NAME[c]}${on}${why ? ` (${why})` : ''}`, skipped };
+    const precision = choosePrecision(opts.precision ?? 'fp32', {
+      backend: INFO_NAME[c], features: adapter?.features, subgroupMatrixConfigs: adapter?.subgroupMatrixConfigs,
+    });
+    setComputePrecision(precision);
+    const p = precision.note ? ` ${precision.note}` : '';
+    const info: BackendInfo = { name: INFO_NAME[c], line: `backend: ${INFO_NAME[c]}${p}${on}${why ? ` (${why})` : ''}`, skipped, precision };
     if (adapter) info.adapter = adapter;
     opts.log?.(info.line);
     return info;

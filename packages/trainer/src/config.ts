@@ -34,6 +34,7 @@ export const TRAIN_FLAGS = {
   augment: { type: 'enum', values: ['auto', 'inception', 'pad-crop', 'flip', 'none'], default: 'auto', help: 'training augmentation; auto: pad-crop for fashion-mnist, cifar10, synthetic, inception for imagefolder, shards (evaluation never augments)' },
   accumulate: { type: 'int', min: 1, default: 1, help: 'micro-batches accumulated per optimizer step' },
   backend: { type: 'enum', values: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'], default: 'auto', help: 'TensorFlow.js backend' },
+  precision: { type: 'enum', values: ['fp32', 'f16', 'auto'], default: 'fp32', help: 'compute precision: f16 (webgpu with shader-f16: f16 GEMM operands, f32 accumulation, fp32 master weights, dynamic loss scaling), auto (f16 where the adapter has shader-f16)' },
   seed: { type: 'int', min: 0, default: 0, help: 'seed for initialisation, sampling, augmentation and dropout' },
   out: { type: 'string', help: 'run folder (default runs/<date>-<time>)' },
   'eval-every': { type: 'int', min: 0, default: 0, help: 'evaluate every N steps (0: at each epoch end and at the end)' },
@@ -99,6 +100,8 @@ export interface TrainConfig {
   augment: AugmentMode;
   accumulate: number;
   backend: 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+  /** --precision as asked; each worker resolves auto against its adapter (BackendInfo.precision). */
+  precision: 'fp32' | 'f16' | 'auto';
   seed: number;
   out: string;
   evalEvery: number;
@@ -176,6 +179,9 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
   }
   if (f.nesterov && (f.momentum as number) === 0) throw bad('--nesterov needs a momentum: give --momentum > 0 (torch.optim.SGD refuses Nesterov without one too)');
   if ((f.labelSmoothing as number) >= 1) throw bad(`--label-smoothing=${f.labelSmoothing} leaves no weight on the true class: expected a value in [0, 1), e.g. 0.1`);
+  if (f.precision === 'f16' && ['wasm', 'cpu', 'tensorflow'].includes(f.backend as string)) {
+    throw bad(`--precision=f16 needs the webgpu backend with the adapter feature shader-f16; --backend=${f.backend} has no f16 kernels: use --backend=webgpu, or --precision=fp32`);
+  }
   if ((f.emaDecay as number) >= 1) throw bad(`--ema-decay=${f.emaDecay} would never move the EMA: expected a value in [0, 1), e.g. 0.999 (0 turns the EMA off)`);
   const now = ctx.now ?? new Date();
   const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -204,6 +210,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     augment: f.augment === 'auto' ? defaultAugment(f.dataset as TrainConfig['dataset']) : f.augment as AugmentMode,
     accumulate: f.accumulate as number,
     backend: f.backend as TrainConfig['backend'],
+    precision: f.precision as TrainConfig['precision'],
     seed: f.seed as number,
     out: path.resolve((f.out as string | undefined) ?? (f.resume ? runFolderOf(String(f.resume)) : path.join('runs', stamp))),
     evalEvery: f.evalEvery as number,

@@ -33,6 +33,7 @@ export const RESUME_KEYS: Record<string, { key: string; optional?: boolean; samp
   'clip-grad-norm': { key: 'clipGradNorm' },
   nesterov: { key: 'nesterov' },
   'ema-decay': { key: 'emaDecay' },
+  precision: { key: 'precision' },
   steps: { key: 'steps', optional: true, cosineOnly: true },
   epochs: { key: 'epochs', optional: true, cosineOnly: true },
 };

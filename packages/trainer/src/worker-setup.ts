@@ -15,7 +15,7 @@ export async function setupWorker({ cfg, id, lead, say }: WorkerContext): Promis
   pinThisProcess({ backend: cfg.backend, gpus: cfg.gpus, localRank: id.localRank });
   // In an NVIDIA container without the graphics capability there is no Vulkan driver: say so where webgpu fails.
   const containerHint = nvidiaContainerHint(process.env);
-  const backend = await selectBackend(cfg.backend, { log: () => {} }).catch((e: Error) => {
+  const backend = await selectBackend(cfg.backend, { log: () => {}, precision: cfg.precision }).catch((e: Error) => {
     if (containerHint && (e as { code?: string }).code === 'BACKEND_UNAVAILABLE' && /no WebGPU adapter/.test(e.message)) e.message += `; ${containerHint}`;
     throw e;
   });
