@@ -132,7 +132,10 @@ napi_value Create(napi_env env, napi_callback_info info) {
   size_t bytes = num(env, argv[1]);
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return throwErrno(env, "cannot create", tmp, errno);
-  if (ftruncate(fd, bytes) != 0) { int e = errno; close(fd); unlink(tmp.c_str()); return throwErrno(env, "cannot size", tmp, e); }
+  // Reserve the pages now: on a full tmpfs (Docker's default /dev/shm is 64 MiB) a sparse file would map fine and
+  // then kill the process with SIGBUS at the first write past the free space; this fails with ENOSPC instead.
+  int fe = posix_fallocate(fd, 0, bytes);
+  if (fe != 0) { close(fd); unlink(tmp.c_str()); return throwErrno(env, "cannot reserve space for", tmp, fe); }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (p == MAP_FAILED) { int e = errno; unlink(tmp.c_str()); return throwErrno(env, "cannot map", tmp, e); }

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { WebSocket } from 'ws';
 import { isLoopback, resolveToken } from './auth.js';
 import { CoordinatorError, check } from './errors.js';
@@ -10,7 +10,7 @@ import { hostId } from './host-id.js';
 import { PeerPlane, type PeerFailureCode, type PeerTiming } from './peer.js';
 import { DATA_PLANES, type DataPlaneChoice } from './plane-select.js';
 import { Arena, align16 } from './reduce.js';
-import { ShmPlane } from './shm-plane.js';
+import { ShmPlane, shmSpaceProblem } from './shm-plane.js';
 import { shmUnavailable } from './shm-native.js';
 
 export interface ClientOptions {
@@ -152,7 +152,8 @@ export class CoordinatorClient {
     // coordinator's TLS connection. Bind the interface that reaches a loopback coordinator, else every interface.
     const peerHost = url.protocol === 'ws:' && opts.dataPlane !== 'coordinator' ? (isLoopback(host) ? (host === 'localhost' ? '127.0.0.1' : host) : '0.0.0.0') : null;
     // Shared memory needs the addon; the coordinator then picks another plane, and the log says why.
-    const noShm = opts.dataPlane === 'auto' || opts.dataPlane === 'shm' ? shmUnavailable() : 'not offered';
+    const noShm = opts.dataPlane === 'auto' || opts.dataPlane === 'shm'
+      ? shmUnavailable() ?? shmSpaceProblem(opts.worldSize, statfsSync('/dev/shm')) : 'not offered';
     if (noShm && noShm !== 'not offered') opts.log?.(`rank ${opts.rank}: shared-memory data plane unavailable: ${noShm}`);
     const myHost = noShm ? undefined : hostId();
     for (;;) {

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { CoordinatorError } from './errors.js';
 import { floatToHalf, halfToFloat } from './fp16.js';
 import { referenceMean } from './reduce.js';
-import { ShmPlane, defaultChunkElems } from './shm-plane.js';
+import { ShmPlane, defaultChunkElems, segmentBytes, shmSpaceProblem } from './shm-plane.js';
 import { shmUnavailable } from './shm-native.js';
 
 // Several ranks in one thread: the plane waits in slices and yields to the event loop between them, so ranks in
@@ -144,11 +144,16 @@ maybe('shared-memory data plane', () => {
     expect(existsSync(path)).toBe(false);
   });
 
-  it('keeps the segment within 64 MiB for many ranks', () => {
-    for (const r of [1, 2, 4, 8, 32, 64]) {
+  it('keeps the segment within Docker\'s default 64 MiB /dev/shm for any number of ranks', () => {
+    for (const r of [1, 2, 4, 8, 32, 64, 256]) {
       const c = defaultChunkElems(r);
       expect(c % 8).toBe(0);
-      expect(2 * (r + 1) * c * 4).toBeLessThanOrEqual(64 * 1024 * 1024);
+      expect(segmentBytes(r)).toBeLessThan(64 * 1024 * 1024);
     }
+  });
+
+  it('says when /dev/shm lacks the space for a segment, so that the client offers no shared memory', () => {
+    expect(shmSpaceProblem(4, { bavail: 1 << 20, bsize: 4096 })).toBeNull();
+    expect(shmSpaceProblem(4, { bavail: 1000, bsize: 4096 })).toMatch(/^\/dev\/shm has 3\.9 MiB free, a segment for 4 ranks needs [\d.]+ MiB \(Docker: --shm-size=256m\)$/);
   });
 });

@@ -46,7 +46,7 @@ export interface ShmPlaneOptions {
   ranks: number;
   /** Longest wait for any step of a collective (and for every rank to map the segment), ms. */
   timeoutMs: number;
-  /** Elements per slot (a chunk); default: 4 Mi floats, less for many ranks so that the segment stays <= 64 MiB. */
+  /** Elements per slot (a chunk); default: defaultChunkElems(ranks), which keeps the data area within 48 MiB. */
   chunkElems?: number;
 }
 
@@ -69,7 +69,8 @@ const HEADER = 64;
 const LINE = 64;
 /** Each rank's metrics (float64) follow the rank lines; the client allows at most 64 (protocol MAX_METRICS). */
 const MAX_METRICS = 64;
-const SEGMENT_BUDGET = 64 * 1024 * 1024;
+/** Data area of a segment, at most: fits Docker's default /dev/shm (64 MiB) with room to spare. */
+const SEGMENT_BUDGET = 48 * 1024 * 1024;
 const MAX_CHUNK = 4 * 1024 * 1024;
 const OP_CODE: Record<Op, number> = { mean: 1, bcast: 2 };
 const DTYPE_CODE: Record<DType, number> = { f32: 1, f16: 2 };
@@ -113,7 +114,7 @@ export class ShmPlane {
     if (!(Number.isInteger(chunk) && chunk >= 8 && chunk % 8 === 0 && chunk <= MAX_CHUNK)) {
       throw new CoordinatorError('INVALID_OPTIONS', `shm plane: chunkElems must be a multiple of 8 in 8..${MAX_CHUNK}, got ${chunk}`);
     }
-    const bytes = headerBytes(o.ranks) + 2 * (o.ranks + 1) * chunk * 4;
+    const bytes = segmentBytes(o.ranks, chunk);
     const deadline = Date.now() + o.timeoutMs;
     let seg: ArrayBuffer | null = null;
     try {
@@ -314,6 +315,22 @@ export class ShmPlane {
     this.closed = true;
     this.k.unmap(this.seg);
   }
+}
+
+/** Bytes of a segment for `ranks` ranks (header, then 2 buffers of ranks + 1 slots of `chunkElems` floats). */
+export function segmentBytes(ranks: number, chunkElems = defaultChunkElems(ranks)): number {
+  return headerBytes(ranks) + 2 * (ranks + 1) * chunkElems * 4;
+}
+
+/**
+ * Why /dev/shm cannot hold a segment for `ranks` ranks (free space from statfs), or null. The client then offers
+ * no host id and the job uses the peer plane, instead of failing (or, with a sparse file, dying of SIGBUS).
+ */
+export function shmSpaceProblem(ranks: number, free: { bavail: number; bsize: number }): string | null {
+  const need = segmentBytes(ranks), have = free.bavail * free.bsize;
+  if (have >= need) return null;
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  return `/dev/shm has ${mib(have)} free, a segment for ${ranks} ranks needs ${mib(need)} (Docker: --shm-size=256m)`;
 }
 
 function headerBytes(ranks: number): number {
