@@ -89,6 +89,6 @@ export function summaryLines(s: RunSummary): string[] {
     s.finalEval ? `  final eval:  top-1 ${(s.finalEval.top1 * 100).toFixed(2)}%, top-5 ${(s.finalEval.top5 * 100).toFixed(2)}%, loss ${s.finalEval.loss.toFixed(4)} on ${s.finalEval.samples} samples` : '',
     s.finalEmaEval ? `  final EMA:   top-1 ${(s.finalEmaEval.top1 * 100).toFixed(2)}%, top-5 ${(s.finalEmaEval.top5 * 100).toFixed(2)}%, loss ${s.finalEmaEval.loss.toFixed(4)} (model-ema.safetensors)` : '',
     `  time went to: data ${pct(s.times.data)}, compute ${pct(s.times.compute)}, reduce ${pct(s.times.reduce)}, apply ${pct(s.times.apply)}`,
-    `  run folder: ${s.outDir} (config.json, train.log, metrics.jsonl, chart.svg, model.safetensors, checkpoints/)`,
+    `  run folder: ${s.outDir} (config.json, train.log, metrics.jsonl, chart.svg, model.safetensors${s.finalEmaEval ? ', model-ema.safetensors' : ''}${s.finalEval ? ', best.safetensors' : ''}, checkpoints/)`,
   ].filter((l) => l !== '');
 }
