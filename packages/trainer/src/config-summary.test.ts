@@ -27,4 +27,11 @@ describe('configSummary', () => {
     expect(text).toContain('/abs/run: no evaluation, checkpoint every 500 steps (keep 2)');
     expect(text.split('\n')).toHaveLength(5);
   });
+
+  it('names the optimizer features that change the maths: Nesterov, label smoothing, clipping, EMA', () => {
+    const text = configSummary(resolve('--nesterov', '--label-smoothing=0.1', '--clip-grad-norm=2', '--ema-decay=0.999', '--out=r'), 1);
+    expect(text).toContain('SGD (Nesterov) lr 0.004');
+    expect(text).toContain(', label smoothing 0.1, clip grad norm 2, EMA 0.999');
+    expect(configSummary(resolve('--out=r'), 1)).not.toMatch(/Nesterov|smoothing|clip|EMA/);
+  });
 });

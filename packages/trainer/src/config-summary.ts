@@ -23,7 +23,10 @@ export function configSummary(cfg: TrainConfig, worldSize: number): string {
   const rows: [string, string][] = [
     ['data', `${data}${classes} at ${cfg.imageSize} px, augment ${cfg.augment}, seed ${cfg.seed}`],
     ['length', `${length}, batch ${cfg.batchSize} x ${worldSize} worker${worldSize === 1 ? '' : 's'}${micro} = ${count(perStep)} images per step`],
-    ['optimizer', `SGD lr ${cfg.lr} (${schedule}), momentum ${cfg.momentum}, weight decay ${cfg.weightDecay}, aux heads x ${cfg.auxWeight}` +
+    ['optimizer', `SGD${cfg.nesterov ? ' (Nesterov)' : ''} lr ${cfg.lr} (${schedule}), momentum ${cfg.momentum}, weight decay ${cfg.weightDecay}, aux heads x ${cfg.auxWeight}` +
+      (cfg.labelSmoothing ? `, label smoothing ${cfg.labelSmoothing}` : '') +
+      (cfg.clipGradNorm ? `, clip grad norm ${cfg.clipGradNorm}` : '') +
+      (cfg.emaDecay ? `, EMA ${cfg.emaDecay}` : '') +
       (cfg.gradCompression !== 'none' ? `, ${cfg.gradCompression} gradients` : '')],
     ['output', `${rel(cfg.out)}: ${evals}, ${ckpt} (keep ${cfg.keep})${cfg.resume ? `, resuming ${rel(cfg.resume)}` : ''}`],
   ];

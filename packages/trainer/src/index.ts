@@ -24,3 +24,6 @@ export { evaluateSplit, type EvalDataOptions, type ConfusionEval } from './eval'
 export { renderConfusion, type ConfusionChart } from './confusion-svg';
 export { TensorBoardWriter, tfRecord, encodeEvent, recordScalars } from './tensorboard';
 export { crc32c, maskedCrc32c } from './crc32c';
+export { ModelEma, emaUpdate } from './ema';
+export { clipCoefficient, clipFlatGradients, clipGradientTensors } from './grad-clip';
+export { loadRecipe, recipeNames, RECIPES_DIR, type Recipe } from './recipe';

@@ -36,6 +36,8 @@ export interface RunSummary {
   numTensors: { first: number; last: number };
   checkpointFailures: number;
   outDir: string;
+  /** Whether the run wrote TensorBoard events to <outDir>/tb/. */
+  tensorboard?: boolean;
 }
 
 /**
@@ -51,6 +53,7 @@ export async function finishRun(ctx: WorkerContext, st: TrainState, backend: Bac
     steps: totalSteps, stepsRun: loop.stepsRun, startStep: loop.startStep, epochs: totalSteps / stepsPerEpoch, backend: backend.name, worldSize: id.worldSize,
     seconds: loop.seconds, imgPerSec: (loop.samples / Math.max(1e-9, loop.trainMs)) * 1000, finalTrain: loop.lastTrain, finalEval: loop.lastEval, finalEmaEval: loop.lastEmaEval, times: loop.times,
     numTensors: { first: loop.tensorsFirst, last: tf.memory().numTensors }, checkpointFailures: loop.checkpointFailures, outDir: cfg.out,
+    tensorboard: cfg.tensorboard,
   };
   if (lead) {
     ctx.progress.done();
@@ -89,6 +92,6 @@ export function summaryLines(s: RunSummary): string[] {
     s.finalEval ? `  final eval:  top-1 ${(s.finalEval.top1 * 100).toFixed(2)}%, top-5 ${(s.finalEval.top5 * 100).toFixed(2)}%, loss ${s.finalEval.loss.toFixed(4)} on ${s.finalEval.samples} samples` : '',
     s.finalEmaEval ? `  final EMA:   top-1 ${(s.finalEmaEval.top1 * 100).toFixed(2)}%, top-5 ${(s.finalEmaEval.top5 * 100).toFixed(2)}%, loss ${s.finalEmaEval.loss.toFixed(4)} (model-ema.safetensors)` : '',
     `  time went to: data ${pct(s.times.data)}, compute ${pct(s.times.compute)}, reduce ${pct(s.times.reduce)}, apply ${pct(s.times.apply)}`,
-    `  run folder: ${s.outDir} (config.json, train.log, metrics.jsonl, chart.svg, model.safetensors${s.finalEmaEval ? ', model-ema.safetensors' : ''}${s.finalEval ? ', best.safetensors' : ''}, checkpoints/)`,
+    `  run folder: ${s.outDir} (config.json, train.log, metrics.jsonl, chart.svg, model.safetensors${s.finalEmaEval ? ', model-ema.safetensors' : ''}${s.finalEval ? ', best.safetensors' : ''}, checkpoints/${s.tensorboard ? ', tb/' : ''})`,
   ].filter((l) => l !== '');
 }
