@@ -296,7 +296,8 @@ export class ShmPlane {
       : reason === ABORT.TIMEOUT ? `rank ${failed} did not arrive within ${this.timeoutMs / 1000} s`
       : reason === ABORT.MISMATCH ? `rank ${failed} issued a different collective (op, dtype or length)`
       : `rank ${failed} left the collective (it failed or was closed)`;
-    return new CoordinatorError(reason === ABORT.MISMATCH ? 'SIZE_MISMATCH' : 'ROUND_ABORTED', `shm plane: ${why}; restart the job`, failed);
+    // Worded like the coordinator's abort ("..., failed rank N"), which tools and tests match.
+    return new CoordinatorError(reason === ABORT.MISMATCH ? 'SIZE_MISMATCH' : 'ROUND_ABORTED', `shm plane: ${why} (failed rank ${failed}); restart the job`, failed);
   }
 
   /** Fails the collective in progress on every rank (this rank gave up); no-op when idle. */

@@ -50,7 +50,7 @@ function job(ranks: number, o: { numel: number; rounds: number; chunkElems: numb
     for (const r of [a!, b!]) {
       expect(r.lines.length).toBe(4);
       expect(r.lines[3]).toMatchObject({ round: 3, code: 'ROUND_ABORTED', failedRank: 2 });
-      expect(r.lines[3]!.message).toMatch(/rank 2's process exited/);
+      expect(r.lines[3]!.message).toMatch(/rank 2's process exited during the collective \(failed rank 2\)/);
     }
     expect(existsSync(path)).toBe(false);
   }, 60_000);
