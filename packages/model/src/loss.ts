@@ -50,8 +50,11 @@ export interface GradientResult {
  * All returned tensors belong to the caller's scope (dispose them, or call inside tf.tidy).
  */
 export function computeGradients(model: GoogLeNet, x: tf.Tensor4D, labels: tf.Tensor1D,
-  opts: { auxWeight: number; dropoutSeed: number; labelSmoothing?: number }): GradientResult {
+  opts: { auxWeight: number; dropoutSeed: number; labelSmoothing?: number; lossScale?: number }): GradientResult {
   let logits: tf.Tensor2D | undefined;
+  // Dynamic loss scaling (f16): gradients of loss x lossScale; the returned loss stays unscaled.
+  const scale = opts.lossScale ?? 1;
+  let unscaled: tf.Scalar | undefined;
   let stats: tf.Tensor[] = [];
   const vars = model.params.map((p) => p.variable);
   const { value, grads } = tf.variableGrads(() => {
@@ -59,15 +62,19 @@ export function computeGradients(model: GoogLeNet, x: tf.Tensor4D, labels: tf.Te
     // variableGrads keeps only the loss of its forward scope; keep these too, and re-home them below.
     logits = tf.keep(out.main);
     stats = out.runningStats!.map((t) => tf.keep(t));
-    return googlenetLoss(out, labels, opts.auxWeight, opts.labelSmoothing ?? 0);
+    const loss = googlenetLoss(out, labels, opts.auxWeight, opts.labelSmoothing ?? 0);
+    if (scale === 1) return loss;
+    unscaled = tf.keep(loss);
+    return tf.mul(loss, scale) as tf.Scalar;
   }, vars);
   const adopt = <T extends tf.Tensor>(t: T): T => {
     const c = tf.clone(t); // tracked by the caller's scope, unlike the kept original
     t.dispose();
     return c;
   };
+  if (unscaled) value.dispose();
   return {
-    loss: value,
+    loss: unscaled ? adopt(unscaled) : value,
     grads: vars.map((v) => grads[v.name] ?? tf.zerosLike(v)),
     logits: adopt(logits!),
     runningStats: stats.map(adopt),

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { decodeSafetensors, encodeSafetensors, loadStateDict, stateDict, type GoogLeNet, type HostTensor } from '@googlenet/model';
 import type { LoaderState } from '@googlenet/dataloader';
 import { TrainerError } from './errors';
+import type { LossScaleState } from './loss-scale';
 import { readFloats } from './host';
 import type { Sgd } from './optim';
 
@@ -28,6 +29,8 @@ export interface CheckpointMeta {
   /** Seeds of every random stream; all are stateless functions of (seed, epoch, step, slot). */
   seeds: { seed: number };
   createdAt: string;
+  /** --precision=f16: the loss scaler's state after `step` (scale, good steps since the last change, skipped steps). */
+  lossScale?: LossScaleState;
 }
 
 /**

@@ -8,6 +8,7 @@ import { readAllInto } from './host';
 import type { GradientReducer } from './reducer';
 import type { Sgd } from './optim';
 import { clipFlatGradients, clipGradientTensors } from './grad-clip';
+import { allFinite, unscaleFlat, unscaleTensors, type LossScaler } from './loss-scale';
 
 /** Milliseconds spent in each phase of one optimizer step. */
 export interface StepTimes {
@@ -37,6 +38,10 @@ export interface StepResult {
   replayed?: boolean;
   /** A line for the log: graph replay started, or is off and why. */
   note?: string;
+  /** Dynamic loss scaling: the scale this step's loss was multiplied by. */
+  lossScale?: number;
+  /** Dynamic loss scaling: the averaged gradient held an inf or NaN, so nothing was applied (the scale backed off). */
+  skipped?: boolean;
 }
 
 export interface TrainStepOptions {
@@ -53,6 +58,8 @@ export interface TrainStepOptions {
   clipGradNorm?: number;
   /** webgpu, one worker, one micro-batch: replay a captured step. Default: on unless GOOGLENET_WEBGPU_REPLAY=0. */
   replay?: boolean;
+  /** Dynamic loss scaling (--precision=f16; loss-scale.ts): scales the loss, unscales the gradients, skips overflowing steps. */
+  lossScaler?: LossScaler;
 }
 
 interface GpuProfile {
@@ -70,6 +77,8 @@ interface StepContext {
   /** Dispatches of the replayed graph, when the step was a replay. */
   replayed?: number;
   note?: string;
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 const EMPTY = new Float32Array(0);
@@ -137,6 +146,12 @@ export class TrainStep {
       this.replay.off = this.reducer.worldSize > 1 ? 'several workers exchange gradients through the host' : 'several micro-batches per step (--accumulate)';
       if (this.opts.rank === 0) c.note = `webgpu replay off, steps run through tfjs: ${this.replay.off}`;
     }
+    if (webgpu && this.replay.warm === 0 && this.replayWanted() && this.opts.lossScaler) {
+      // A replayed graph has its scale baked in and no skip branch: each step must read the overflow check first.
+      this.replay.off = 'dynamic loss scaling (--precision=f16) reads an overflow check before applying each step';
+      if (this.opts.rank === 0) c.note = `webgpu replay off, steps run through tfjs: ${this.replay.off}`;
+    }
+    if (this.opts.lossScaler) c.lossScale = this.opts.lossScaler.scale;
     // One worker on a GPU: nothing to exchange, so the gradients never leave the device.
     if (this.reducer.worldSize === 1 && webgpu) return this.runOnDevice(step, nextBatch, lr, c);
     return this.runExchanged(step, nextBatch, lr, c);
@@ -181,7 +196,11 @@ export class TrainStep {
     }
     const t = performance.now();
     const mean = accumulate === 1 ? acc! : tf.tidy(() => acc!.map((a) => tf.div(a, accumulate)));
-    this.applyOnDevice(mean, lr);
+    if (this.opts.lossScaler) {
+      await this.applyScaledOnDevice(mean, lr, this.opts.lossScaler, c);
+    } else {
+      this.applyOnDevice(mean, lr);
+    }
     if (mean !== acc) tf.dispose(mean);
     tf.dispose(acc!);
     c.times.apply = performance.now() - t;
@@ -212,6 +231,19 @@ export class TrainStep {
     this.sgd.stepDevice(clipped, lr);
     if (clipped !== grads) tf.dispose(clipped);
     this.model.assignRunningStats(parts.slice(params));
+  }
+
+  /** applyOnDevice of the unscaled gradients when they are all finite; otherwise the step is skipped (one read). */
+  private async applyScaledOnDevice(parts: readonly tf.Tensor[], lr: number, scaler: LossScaler, c: StepContext): Promise<void> {
+    const params = this.model.params.length;
+    const { grads, check } = unscaleTensors(parts.slice(0, params), scaler.scale);
+    try {
+      const finite = !Number.isNaN((await check.data())[0]);
+      if (scaler.update(finite)) this.applyOnDevice([...grads, ...parts.slice(params)], lr);
+      else c.skipped = true;
+    } finally {
+      tf.dispose([...grads, check]);
+    }
   }
 
   private replayWanted(): boolean {
@@ -321,13 +353,18 @@ export class TrainStep {
       c.times.compute += performance.now() - t;
     }
 
+    const gradEnd = this.bufferOffsets[0] ?? this.flat.length;
+    // Unscaled before the exchange, so that an f16 wire (--grad-compression) carries values in its range.
+    if (this.opts.lossScaler) unscaleFlat(this.flat, gradEnd, this.opts.lossScaler.scale);
     let t = performance.now();
     // Only the gradients may be compressed (--grad-compression); the running statistics after them stay fp32.
-    await this.reducer.allReduce(this.flat, this.metrics, this.bufferOffsets[0] ?? this.flat.length);
+    await this.reducer.allReduce(this.flat, this.metrics, gradEnd);
     c.times.reduce = performance.now() - t;
 
     t = performance.now();
-    this.apply(lr);
+    // An inf or NaN on any rank reaches the average, so every rank takes the same decision.
+    if (this.opts.lossScaler && !this.opts.lossScaler.update(allFinite(this.flat, gradEnd))) c.skipped = true;
+    else this.apply(lr);
     c.times.apply = performance.now() - t;
     return this.finish(c);
   }
@@ -352,6 +389,8 @@ export class TrainStep {
     if (c.dispatched) result.dispatches = c.replayed ?? c.dispatched() - c.d0;
     if (c.replayed !== undefined) result.replayed = true;
     if (c.note) result.note = c.note;
+    if (c.lossScale !== undefined) result.lossScale = c.lossScale;
+    if (c.skipped) result.skipped = true;
     if (c.gpu) {
       const kernels = [...c.gpu.byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms);
       result.gpu = { kernelMs: c.gpu.kernelMs, kernels };
@@ -383,7 +422,8 @@ export class TrainStep {
     return tf.tidy(() => {
       const x = tf.tensor4d(batch.images, [batchSize, imageSize, imageSize, 3]);
       const y = tf.tensor1d(batch.labels, 'int32');
-      const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed, labelSmoothing });
+      const lossScale = this.opts.lossScaler?.scale;
+      const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed, labelSmoothing, ...(lossScale ? { lossScale } : {}) });
       const figures = tf.stack([tf.mul(r.loss, batch.size), ...correctCounts(r.logits, y, this.topK)]);
       return [figures, ...r.grads, ...r.runningStats];
     });

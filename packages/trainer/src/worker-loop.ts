@@ -1,12 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
-import { saveWeights, type GoogLeNet } from '@googlenet/model';
+import { computePrecision, saveWeights, type GoogLeNet } from '@googlenet/model';
 import type { LoaderState } from '@googlenet/dataloader';
 import { publicConfig, type TrainConfig } from './config';
 import { TrainerError } from './errors';
 import type { Sgd } from './optim';
 import { learningRate } from './schedule';
 import { TrainStep, type StepTimes } from './step';
+import { LossScaler, type LossScaleState } from './loss-scale';
 import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, encodeCheckpoint, writeCheckpoint, type CheckpointMeta } from './checkpoint';
 import { evaluate, type EvalResult } from './evaluate';
 import type { RunRecord } from './run-record';
@@ -39,9 +40,12 @@ export interface LoopResult {
 export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunRecord): Promise<LoopResult> {
   const { cfg, id, lead, say, progress } = ctx;
   const { model, sgd, reducer, stepsPerEpoch, totalSteps } = st;
+  // f16 compute scales the loss (GradScaler's rule); its state resumes from rank 0's checkpoint like the weights.
+  const lossScaler = computePrecision().precision === 'f16' ? new LossScaler({}, st.resumed?.ckpt.meta.lossScale) : undefined;
   const trainStep = new TrainStep(model, sgd, reducer, {
     auxWeight: cfg.auxWeight, accumulate: cfg.accumulate, batchSize: cfg.batchSize, imageSize: cfg.imageSize, seed: cfg.seed, rank: id.rank,
     labelSmoothing: cfg.labelSmoothing, clipGradNorm: cfg.clipGradNorm, ...(replayBlocker(cfg) ? { replay: false } : {}),
+    ...(lossScaler ? { lossScaler } : {}),
   });
   // One webgpu worker would replay captured steps: say why it does not.
   if (replayBlocker(cfg) && tf.getBackend() === 'webgpu' && reducer.worldSize === 1) say(`webgpu replay off, steps run through tfjs: ${replayBlocker(cfg)}`);
@@ -107,7 +111,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     const epochFloat = done / stepsPerEpoch;
     rec.history.steps.push({ step: done, loss: r.loss, top1: r.top1 });
     const imgPerSec = (r.samples / wall) * 1000;
-    await rec.record({ type: 'step', step: done, epoch: epochFloat, lr, loss: r.loss, top1: r.top1, top5: r.top5, samples: r.samples, imgPerSec, ms: { wall, ...r.times, cpu: r.cpuMs }, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6), ...(r.dispatches !== undefined ? { dispatches: r.dispatches } : {}), ...(r.replayed ? { replayed: true } : {}), ...(r.gpu ? { gpu: { kernelMs: r.gpu.kernelMs, kernels: r.gpu.kernels.slice(0, 15) } } : {}) });
+    await rec.record({ type: 'step', step: done, epoch: epochFloat, lr, loss: r.loss, top1: r.top1, top5: r.top5, samples: r.samples, imgPerSec, ms: { wall, ...r.times, cpu: r.cpuMs }, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6), ...(r.dispatches !== undefined ? { dispatches: r.dispatches } : {}), ...(r.replayed ? { replayed: true } : {}), ...(r.lossScale !== undefined ? { lossScale: r.lossScale, skippedSteps: lossScaler!.state().skippedSteps } : {}), ...(r.skipped ? { skipped: true } : {}), ...(r.gpu ? { gpu: { kernelMs: r.gpu.kernelMs, kernels: r.gpu.kernels.slice(0, 15) } } : {}) });
     if (r.note) say(r.note);
     if (r.gpu) say(`profile step ${done}: ${r.dispatches} dispatches, GPU kernel time ${r.gpu.kernelMs.toFixed(1)} ms (compute phase); busiest: ${r.gpu.kernels.slice(0, 6).map((k) => `${k.name} ${k.ms.toFixed(1)} ms x${k.calls}`).join(', ')}`);
     progress.update({ step: done, total: totalSteps, epoch: Math.ceil(epochFloat - 1e-9), loss: r.loss, top1: r.top1, imgPerSec, lr });
@@ -118,7 +122,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     }
     if (((cfg.checkpointEvery > 0 && done % cfg.checkpointEvery === 0) || epochEnd) && lead) {
       try {
-        const file = await saveCheckpoint(cfg, model, sgd, st.loader.state(), done, stepsPerEpoch, st.ema?.model);
+        const file = await saveCheckpoint(cfg, model, sgd, st.loader.state(), done, stepsPerEpoch, st.ema?.model, lossScaler?.state());
         say(`checkpoint: ${file}`);
       } catch (e) {
         out.checkpointFailures++;
@@ -142,11 +146,12 @@ export function replayBlocker(cfg: Pick<TrainConfig, 'clipGradNorm' | 'nesterov'
 }
 
 /** Checkpoint writing, with the metadata that makes a resume exact. */
-async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, sampler: LoaderState, step: number, stepsPerEpoch: number, ema?: GoogLeNet): Promise<string> {
+async function saveCheckpoint(cfg: TrainConfig, model: GoogLeNet, sgd: Sgd, sampler: LoaderState, step: number, stepsPerEpoch: number, ema?: GoogLeNet,
+  lossScale?: LossScaleState): Promise<string> {
   const meta: CheckpointMeta = {
     format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, epoch: Math.floor(step / stepsPerEpoch), sampler,
     optimizer: { type: 'sgd', started: sgd.state().started, momentum: cfg.momentum, weightDecay: cfg.weightDecay, layout: 'tfjs' },
-    config: publicConfig(cfg), seeds: { seed: cfg.seed }, createdAt: new Date().toISOString(),
+    config: publicConfig(cfg), seeds: { seed: cfg.seed }, createdAt: new Date().toISOString(), ...(lossScale ? { lossScale } : {}),
   };
   return writeCheckpoint(cfg.out, step, await encodeCheckpoint(model, sgd, meta, ema), { keep: cfg.keep });
 }
