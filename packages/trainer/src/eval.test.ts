@@ -16,8 +16,9 @@ const data: EvalDataOptions = { dataset: 'synthetic', syntheticSize: { train: 8,
 
 /** `worldSize` in-process ranks whose metrics rounds sum, as the coordinator's do. */
 function memoryReducers(worldSize: number): GradientReducer[] {
-  let round: { parts: Float64Array[]; done: Promise<void>; release: () => void } | undefined;
-  const reduce = async (m: Float64Array) => {
+  // One rendezvous per collective: the last rank to arrive combines every rank's array in place.
+  let round: { parts: (Float64Array | Float32Array)[]; done: Promise<void>; release: () => void } | undefined;
+  const collective = async (m: Float64Array | Float32Array, combine: (sum: number) => number) => {
     if (!round) {
       let release!: () => void;
       round = { parts: [], done: new Promise((r) => (release = r)), release };
@@ -28,13 +29,17 @@ function memoryReducers(worldSize: number): GradientReducer[] {
       round = undefined;
       const sum = new Float64Array(m.length);
       for (const p of r.parts) for (let i = 0; i < sum.length; i++) sum[i] += p[i]!;
-      for (const p of r.parts) p.set(sum);
+      for (const p of r.parts) for (let i = 0; i < sum.length; i++) p[i] = combine(sum[i]!);
       r.release();
     }
     await r.done;
   };
   return Array.from({ length: worldSize }, () => ({
-    worldSize, reduceMetrics: reduce, allReduce: async () => {}, broadcast: async () => {}, close: async () => {},
+    worldSize,
+    reduceMetrics: (m: Float64Array) => collective(m, (s) => s),
+    // As the coordinator defines the mean: fround(float64 sum in rank order / R).
+    allReduce: (d: Float32Array) => collective(d, (s) => Math.fround(s / worldSize)),
+    broadcast: async () => {}, close: async () => {},
   }));
 }
 

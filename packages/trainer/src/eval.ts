@@ -11,9 +11,6 @@ import type { GradientReducer } from './reducer';
 import { readFloats } from './host';
 import { correctCounts } from './step';
 
-/** The coordinator's metrics rounds carry at most 64 values (MAX_METRICS); the confusion matrix goes in chunks. */
-const METRICS_PER_ROUND = 64;
-
 export interface EvalDataOptions {
   dataset: DatasetName;
   dataDir?: string;
@@ -75,12 +72,24 @@ export async function evaluateSplit(opts: EvalDataOptions, rank: number, model: 
     await loader.close();
   }
   await reducer.reduceMetrics(sums);
-  for (let off = 0; off < confusion.length; off += METRICS_PER_ROUND) {
-    await reducer.reduceMetrics(confusion.subarray(off, Math.min(confusion.length, off + METRICS_PER_ROUND)));
-  }
+  await sumCounts(reducer, confusion);
   const n = Math.max(1, sums[3]!);
   return {
     loss: sums[0]! / n, top1: sums[1]! / n, top5: sums[2]! / n, samples: sums[3]!, classNames,
     confusion: Array.from({ length: c }, (_, t) => Array.from(confusion.subarray(t * c, (t + 1) * c))),
   };
+}
+
+/**
+ * Sums integer counts over ranks in one collective. Metrics rounds carry at most 64 values (MAX_METRICS): a
+ * 1000-class confusion matrix would take ~15,600 of them. The gradient path carries any length but averages,
+ * so the counts go as float32 (exact below 2^24), come back as fround(sum / R), and R x that is within
+ * sum x 2^-24 of the integer sum: rounding recovers it exactly for any count below 2^23. Nothing is compressed
+ * (compressibleLength 0), whatever --grad-compression says.
+ */
+export async function sumCounts(reducer: GradientReducer, counts: Float64Array): Promise<void> {
+  if (reducer.worldSize === 1) return;
+  const data = Float32Array.from(counts);
+  await reducer.allReduce(data, new Float64Array(0), 0);
+  for (let i = 0; i < counts.length; i++) counts[i] = Math.round(data[i]! * reducer.worldSize);
 }
