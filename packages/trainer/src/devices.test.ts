@@ -206,4 +206,22 @@ process.exit(0);
       DISPLAY: null, GOOGLENET_GPU: gpu, GOOGLENET_GPU_PCI: pci, CUDA_VISIBLE_DEVICES: process.env.CUDA_VISIBLE_DEVICES ?? null,
     })));
   }, 30_000);
+
+  it('fails at once with GPU_NOT_FOUND and no restart when --gpus names a GPU the machine lacks', async () => {
+    const bin = fs.mkdtempSync(path.join(tmp, 'bin-'));
+    fs.writeFileSync(path.join(bin, 'nvidia-smi'), `#!/bin/sh\nprintf '${SMI_TWO.replace(/\n/g, '\\n')}'\n`, { mode: 0o755 });
+    const out = fs.mkdtempSync(path.join(tmp, 'run-'));
+    const saved = process.env.PATH;
+    process.env.PATH = `${bin}:${saved}`;
+    try {
+      const cfg = resolveTrainConfig(['--backend=webgpu', '--workers=1', '--gpus=5', '--max-restarts=3', `--out=${out}`], { env: {} }) as TrainConfig;
+      const said: string[] = [];
+      const code = await launch(cfg, { write: () => {}, error: (s) => said.push(s), tty: false });
+      expect(code).toBe(1);
+      expect(said.filter((l) => l.startsWith('launcher:'))).toEqual([]); // no restart attempted
+      expect(said.join('\n')).toMatch(/error: training failed: \[GPU_NOT_FOUND\] .*; a restart cannot fix this/);
+    } finally {
+      process.env.PATH = saved;
+    }
+  }, 30_000);
 });

@@ -8,4 +8,6 @@ export const EXIT_NO_RESTART = 3;
 /** Error codes that a restart cannot fix. */
 export const NO_RESTART_CODES: ReadonlySet<string> = new Set([
   'RESUME_CONFIG_CHANGED', 'RESUME_DISAGREE', 'RESUME_NOT_FOUND', 'CHECKPOINT_VERSION', 'BAD_FLAG',
+  // The machine's GPUs do not change between attempts.
+  'GPU_NOT_FOUND', 'GPU_NOT_ISOLATED',
 ]);

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { TrainConfig } from './config';
 import { latestCheckpointFile } from './checkpoint';
 import { runIdOf } from './run-id';
-import { EXIT_NO_RESTART } from './exit-codes';
+import { EXIT_NO_RESTART, NO_RESTART_CODES } from './exit-codes';
 import { discoverGpus, planWorkerGpus, workerDeviceEnv } from './devices';
 
 /** The entry points the launcher starts. Bundles (the GPU pack) point these elsewhere through env. */
@@ -139,7 +139,10 @@ async function runAttempt(
     }, null, 2) + '\n');
     return await firstFailure(procs, cfg.workers);
   } catch (e) {
-    return { why: (e as Error).message, restartable: true };
+    // The launcher's own errors (a --gpus id this machine lacks) keep their code for the user and for scripts.
+    const code = (e as { code?: unknown }).code;
+    const coded = typeof code === 'string' ? `[${code}] ` : '';
+    return { why: coded + (e as Error).message, restartable: !(typeof code === 'string' && NO_RESTART_CODES.has(code)) };
   } finally {
     await stopAll(procs, 2000, graceMs);
   }
