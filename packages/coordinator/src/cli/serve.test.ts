@@ -11,6 +11,7 @@ describe('coordinator:serve flags', () => {
       const r = serve(h);
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/--port=<int>\s+TCP port \(0 = ephemeral\) \(required\)/);
+      expect(r.stdout).toMatch(/--data-plane=<auto\|shm\|peer\|coordinator>/);
     }
   });
 
@@ -20,6 +21,7 @@ describe('coordinator:serve flags', () => {
       [['--port=0', '--workerz=2'], 'error [BAD_FLAG]: unknown flag --workerz (did you mean --workers?)'],
       [['--port=0', '--workers=0'], 'error [BAD_FLAG]: --workers=0 is invalid: expected an integer >= 1'],
       [['--port=0', '--workers=1', '--roundTimeout=soon'], 'error [BAD_FLAG]: --round-timeout=soon is invalid'],
+      [['--port=0', '--workers=1', '--data-plane=udp'], 'error [BAD_FLAG]: --data-plane=udp is invalid'],
     ] as const) {
       const r = serve(...args);
       expect(r.status, r.stderr).toBe(2);

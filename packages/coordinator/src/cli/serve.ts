@@ -1,5 +1,5 @@
 // nx run coordinator:serve --port=P --workers=N [--host=ADDR --token=... --tls-cert=... --tls-key=...
-//   --round-timeout=MS --rendezvous-timeout=MS --max-message-bytes=B --run-id=ID]
+//   --round-timeout=MS --rendezvous-timeout=MS --max-message-bytes=B --run-id=ID --data-plane=auto|shm|peer|coordinator]
 // Stand-alone coordinator for multi-machine jobs. After a job ends or aborts it accepts a new rendezvous
 // (the next generation), so workers restarted for another attempt can join without restarting it.
 import { FlagError, helpText, parseFlags, type FlagTable } from '@googlenet/flags';
@@ -17,6 +17,7 @@ const FLAGS = {
   'rendezvous-timeout': { type: 'int', min: 1, help: 'ms: all ranks must join within (default 120000)' },
   'max-message-bytes': { type: 'int', min: 4096, help: 'largest accepted message (default 67108864)' },
   'run-id': { type: 'string', help: 'run id workers must present (default: the first worker\'s)' },
+  'data-plane': { type: 'enum', values: ['auto', 'shm', 'peer', 'coordinator'], default: 'auto', help: 'tensor bytes: auto (shared memory when every worker is on one host, else worker-to-worker TCP), shm, peer, coordinator (through here)' },
 } satisfies FlagTable;
 
 const USAGE = 'usage: nx run coordinator:serve --port=P --workers=N [options]';
@@ -50,6 +51,7 @@ try {
     roundTimeoutMs: f.roundTimeout as number | undefined,
     rendezvousTimeoutMs: f.rendezvousTimeout as number | undefined,
     maxMessageBytes: f.maxMessageBytes as number | undefined,
+    dataPlane: f.dataPlane as 'auto' | 'shm' | 'peer' | 'coordinator',
     log: (line) => console.log(`${new Date().toISOString()} ${line}`),
   });
   const stop = () => void coord.close().then(() => process.exit(0));
