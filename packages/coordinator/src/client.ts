@@ -99,9 +99,8 @@ export class CoordinatorClient {
   private readonly plane: PeerPlane | null;
   /** Set when the job uses the shared-memory data plane (the welcome named a segment). */
   private shm: ShmPlane | null = null;
-  /** shm plane: the collective whose go is awaited (0: none), and announcements held back until it arrives. */
-  private shmAwaitGo = 0;
-  private readonly shmHeld: CollMsg[] = [];
+  /** shm plane: the last collective the coordinator answered with go (they come in order). */
+  private shmGo = 0;
   private peerFailureTimer: NodeJS.Timeout | null = null;
   private readonly maxMessageBytes: number;
   private seq = 0;
@@ -325,9 +324,8 @@ export class CoordinatorClient {
   /**
    * Shared-memory data plane: the exchange runs through the segment at once and resolves by itself (it checks
    * that every rank issued the same collective and sums the metrics there), so the coordinator's round trip is not
-   * on the critical path. The coordinator still hears of every collective (`coll`: step count, /status, round
-   * timeout), in order and one at a time: announcement q+1 waits for the go of q (the coordinator refuses a
-   * collective while another is in progress), so a fast job may run a few collectives ahead of its announcements.
+   * on the critical path. The coordinator still hears of every collective when it starts (`coll`: step count,
+   * /status, round timeout); one that arrives while the previous is still open there waits in its queue.
    */
   private shmCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean): Promise<void> {
     const seq = ++this.seq;
@@ -338,8 +336,7 @@ export class CoordinatorClient {
       this.pending = p;
       const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems, ...(tail ? { tail } : {}) };
       if (metrics) header.metrics = Array.from(metrics);
-      if (this.shmAwaitGo === 0) this.announce(header);
-      else this.shmHeld.push(header);
+      this.ws.send(encode(header));
       p.tSent = performance.now();
       this.shm!.run(op, dtype, data, metrics).then((t) => {
         if (this.pending !== p) return;
@@ -354,17 +351,10 @@ export class CoordinatorClient {
     });
   }
 
-  private announce(header: CollMsg): void {
-    this.shmAwaitGo = header.seq;
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encode(header));
-  }
-
-  /** shm plane: the coordinator saw every rank announce collective m.seq; announce the next one held back. */
+  /** shm plane: the coordinator saw every rank announce collective m.seq (the bytes may be long exchanged). */
   private onShmGo(m: GoMsg): void {
-    if (m.seq !== this.shmAwaitGo) throw new Error(`go for collective ${m.seq} was not expected (awaiting ${this.shmAwaitGo || 'none'})`);
-    this.shmAwaitGo = 0;
-    const next = this.shmHeld.shift();
-    if (next) this.announce(next);
+    if (m.seq !== this.shmGo + 1 || m.seq > this.seq) throw new Error(`go for collective ${m.seq} was not expected (next: ${this.shmGo + 1})`);
+    this.shmGo = m.seq;
   }
 
   private onGo(m: GoMsg): void {
@@ -511,9 +501,9 @@ export class CoordinatorClient {
   /** Says goodbye (so the coordinator does not count this as a failure) and closes the socket. */
   async close(): Promise<void> {
     if (this.closing) return;
-    // shm plane: announcements still held back must reach the coordinator first, else it would see this rank
-    // leave in the middle of a collective that every rank in fact completed.
-    for (const until = Date.now() + this.opts.timeoutMs; this.shmAwaitGo !== 0 && !this.failure && this.ws.readyState === WebSocket.OPEN && Date.now() < until;) {
+    // shm plane: every announced collective must be closed at the coordinator first (its go), else it would see
+    // this rank leave in the middle of a collective that every rank in fact completed.
+    for (const until = Date.now() + this.opts.timeoutMs; this.shm && this.shmGo < this.seq && !this.failure && this.ws.readyState === WebSocket.OPEN && Date.now() < until;) {
       await new Promise((r) => setTimeout(r, 2));
     }
     this.closing = true;

@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws';
-import { CloseCode, ProtocolViolation, decode, type Message } from './protocol.js';
+import { CloseCode, ProtocolViolation, decode, type CollMsg, type Message } from './protocol.js';
 import type { WorkerStatus } from './status.js';
 
 /** A connection that never says hello is closed after this long. */
@@ -20,6 +20,8 @@ export interface Conn {
   dataPort?: number;
   /** the worker's host id (from hello), offered when it can use the shared-memory plane */
   hostId?: string;
+  /** shm plane: announcements of collectives after the one open here, in order (job.ts onShmColl) */
+  early?: CollMsg[];
 }
 
 /** What a connection reports to the job. */

@@ -4,11 +4,14 @@ import { who, type Conn } from './conn.js';
 import { abort, onClose } from './failures.js';
 import { onColl, onPeerFailure } from './peer-control.js';
 import { choosePlane, type DataPlane, type DataPlaneChoice } from './plane-select.js';
-import { CloseCode, ProtocolViolation, encode, type HelloMsg, type Message } from './protocol.js';
+import { CloseCode, ProtocolViolation, encode, type CollMsg, type HelloMsg, type Message } from './protocol.js';
 import { Arena } from './reduce.js';
 import { Rendezvous } from './rendezvous.js';
 import type { Round } from './rounds.js';
 import { Ring, type RoundTiming, type StatusReport } from './status.js';
+
+/** shm plane: announcements a connection may have queued ahead of the collective open here. */
+const MAX_EARLY = 1024;
 
 /** The options the job needs (resolved: defaults applied). */
 export interface JobOptions {
@@ -62,6 +65,7 @@ export class Job {
       case 'coll':
         // The shm plane is controlled like the peer plane: announcements here, bytes between the workers.
         if (this.plane === 'coordinator' || this.state !== 'running') throw new ProtocolViolation(CloseCode.UNEXPECTED, 'coll outside a job that uses the peer or shm data plane');
+        if (this.plane === 'shm') return this.onShmColl(conn, msg);
         return onColl(this, conn, msg);
       case 'peerFailure': return onPeerFailure(this, conn, msg);
       case 'bye':
@@ -69,6 +73,40 @@ export class Job {
         return;
       default:
         throw new ProtocolViolation(CloseCode.UNEXPECTED, `a worker may not send '${msg.type}'`);
+    }
+  }
+
+  /**
+   * shm plane: workers finish a collective in the segment without waiting for go, so a fast rank may announce
+   * collective q+1 while q is still open here (a slower rank's announcement of q on its way). Such announcements
+   * wait in the connection's queue (at most MAX_EARLY) and join their round as soon as it opens. A rank therefore
+   * announces each collective when it starts it, as on the peer plane, and the round timeout keeps its meaning.
+   */
+  private onShmColl(conn: Conn, m: CollMsg): void {
+    const early = (conn.early ??= []);
+    if (early.length > 0 || (this.round ? m.seq > this.round.seq : m.seq > this.lastSeq + 1)) {
+      if (early.length >= MAX_EARLY) throw new ProtocolViolation(CloseCode.UNEXPECTED, `more than ${MAX_EARLY} announcements ahead of collective ${this.round?.seq ?? this.lastSeq + 1}`);
+      early.push(m);
+    } else {
+      onColl(this, conn, m);
+    }
+    this.drainEarly();
+  }
+
+  /** Feeds queued announcements into the round they belong to, round after round, while any can join. */
+  private drainEarly(): void {
+    const generation = this.generation, workers = this.workers;
+    for (let progress = true; progress;) {
+      progress = false;
+      for (const w of workers) {
+        if (this.generation !== generation || this.state !== 'running') return; // aborted meanwhile
+        const next = this.round ? this.round.seq : this.lastSeq + 1;
+        const m = w?.early?.[0];
+        if (!m || m.seq !== next || (this.round && this.round.bucketsPerRank[w.rank!])) continue;
+        w.early!.shift();
+        onColl(this, w, m);
+        progress = true;
+      }
     }
   }
 

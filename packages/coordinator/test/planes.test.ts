@@ -1,10 +1,14 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { floatToHalf, halfToFloat } from '../src/fp16.js';
-import { HOST_ID_ENV } from '../src/host-id.js';
+import { HOST_ID_ENV, hostId } from '../src/host-id.js';
+import { decode, encode, type Message, type WelcomeMsg } from '../src/protocol.js';
+import { ShmPlane } from '../src/shm-plane.js';
 import { referenceMean } from '../src/reduce.js';
 import { shmUnavailable } from '../src/shm-native.js';
 import { CoordinatorClient, startCoordinator } from '../src/index.js';
-import { SIG, randomFloats, startJob, stopJob, type Job } from './helpers.js';
+import { SIG, randomFloats, rawSocket, startJob, stopJob, type Job } from './helpers.js';
 
 // The three data planes (shared memory, worker-to-worker TCP, through the coordinator) on the same inputs.
 const unavailable = shmUnavailable();
@@ -89,6 +93,57 @@ const PLANES = ['shm', 'peer', 'coordinator'] as const;
     expect(job.coord.status().recentRounds.at(-1)?.seq).toBe(40);
     await job.coord.close();
     job = null;
+  });
+
+  it('ranks that block their event loop longer than the round timeout between shm collectives complete every step', async () => {
+    // As the trainer: synchronous compute (2.5 s) between collectives, longer than the coordinator's round timeout
+    // (1.5 s), which must count only the skew between ranks, as on the peer plane.
+    const coord = await startCoordinator({ worldSize: 2, roundTimeoutMs: 1500, dataPlane: 'shm' });
+    const fixture = fileURLToPath(new URL('./fixtures/blocking-worker.ts', import.meta.url));
+    const results = [0, 1].map((rank) => new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', fixture, coord.url, String(rank), '2', '4096', '3', '2500', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`rank ${rank} exited with ${code}: ${out}`))));
+    }));
+    const outs = await Promise.all(results);
+    for (const o of outs) {
+      const { rounds } = JSON.parse(o.trim().split('\n').pop()!) as { rounds: { timing: { dataPlane: string } }[] };
+      expect(rounds.map((r) => r.timing.dataPlane)).toEqual(['shm', 'shm', 'shm']);
+    }
+    expect(coord.status().lastAbort).toBeNull();
+    await coord.close();
+  }, 60_000);
+
+  it('queues an announcement that arrives while the previous collective is still open, instead of refusing it', async () => {
+    // Rank 1 speaks the protocol by hand and announces collectives 1 and 2 before rank 0 has announced 1, as a
+    // rank that finished collective 1 in the segment and started 2 does (before: close 4004 and an abort).
+    const logs: string[] = [];
+    const coord = await startCoordinator({ worldSize: 2, dataPlane: 'shm', log: (l) => logs.push(l) });
+    const { ws } = await rawSocket(coord.url);
+    const msgs: { msg: Message }[] = [];
+    ws.on('message', (b: Buffer) => msgs.push(decode(b)));
+    ws.send(encode({ v: 1, type: 'hello', rank: 1, worldSize: 2, signature: SIG, hostId: hostId() }));
+    const c0 = CoordinatorClient.connect({ url: coord.url, rank: 0, worldSize: 2, signature: SIG, dataPlane: 'shm' });
+    while (!msgs.some((m) => m.msg.type === 'welcome')) await new Promise((r) => setTimeout(r, 5));
+    const welcome = msgs.find((m) => m.msg.type === 'welcome')!.msg as WelcomeMsg;
+    const plane1 = await ShmPlane.open({ path: welcome.shm!, rank: 1, ranks: 2, timeoutMs: 5000 });
+    const client0 = await c0;
+    for (const seq of [1, 2]) ws.send(encode({ v: 1, type: 'coll', seq, op: 'mean', dtype: 'f32', numel: 16, bucketElems: 6553600 }));
+    await new Promise((r) => setTimeout(r, 100)); // both announcements are in before rank 0's first
+    const d0 = [randomFloats(16, 1), randomFloats(16, 2)], d1 = [randomFloats(16, 3), randomFloats(16, 4)];
+    const want = d0.map((x, i) => { const w = new Float32Array(16); referenceMean([x, d1[i]!], w); return w; });
+    for (let i = 0; i < 2; i++) await Promise.all([client0.allReduce(d0[i]!), plane1.run('mean', 'f32', d1[i]!)]);
+    for (let i = 0; i < 2; i++) expect(bytesOf(d0[i]!).equals(bytesOf(want[i]!)) && bytesOf(d1[i]!).equals(bytesOf(want[i]!))).toBe(true);
+    while (msgs.filter((m) => m.msg.type === 'go').length < 2) await new Promise((r) => setTimeout(r, 5));
+    expect(msgs.filter((m) => m.msg.type === 'go').map((m) => (m.msg as { seq: number }).seq)).toEqual([1, 2]);
+    expect(coord.status().lastAbort).toBeNull();
+    expect(coord.status().recentRounds.at(-1)?.seq).toBe(2);
+    ws.send(encode({ v: 1, type: 'bye' }));
+    ws.close();
+    plane1.close();
+    await client0.close();
+    await coord.close();
   });
 
   it('refuses an unknown dataPlane with INVALID_OPTIONS on both sides', async () => {
