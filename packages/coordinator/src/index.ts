@@ -5,3 +5,6 @@ export type { StatusReport, RoundTiming, WorkerStatus } from './status.js';
 export { PROTOCOL_VERSION, CloseCode } from './protocol.js';
 export { TOKEN_ENV } from './auth.js';
 export { referenceMean } from './reduce.js';
+export { shmUnavailable } from './shm-native.js';
+export { HOST_ID_ENV } from './host-id.js';
+export type { DataPlaneChoice } from './plane-select.js';

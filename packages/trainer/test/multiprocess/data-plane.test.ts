@@ -1,12 +1,17 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { shmUnavailable } from '@googlenet/coordinator';
 import { rankDigests, tempDir, train } from '../helpers';
 
 // --data-plane reaches the started coordinator and every worker, and the plane does not change a single byte.
 const common = ['--image-size=32', '--batch-size=4', '--steps=3', '--lr=0.05', '--backend=wasm', '--eval-every=0', '--seed=7', '--workers=2'];
 
-describe('--data-plane', () => {
+const noShm = shmUnavailable();
+if (noShm && process.env.GOOGLENET_REQUIRE_NATIVE === '1') throw new Error(`shm addon missing (GOOGLENET_REQUIRE_NATIVE=1): ${noShm}`);
+if (noShm) console.log(`SKIPPED ${path.basename(new URL(import.meta.url).pathname)}: needs the coordinator's shm addon (${noShm}; apt-get install g++ and run npm ci)`);
+
+describe.skipIf(noShm !== null)('--data-plane', () => {
   it('2 workers over shared memory end with the same weights, byte for byte, as over the TCP peer plane', async () => {
     const dir = tempDir('plane');
     const digests: Record<string, string | undefined> = {};
