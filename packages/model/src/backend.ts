@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from './errors.js';
 import { registerWebgpuModule } from './webgpu-kernels.js';
+import { installF16Kernels } from './webgpu-f16-kernels.js';
 import { verifyPinnedDevice } from './device-select.js';
 import { choosePrecision, PRECISION_FEATURES, setComputePrecision, type PrecisionChoice, type PrecisionRequest, type SubgroupMatrixConfig } from './precision.js';
 
@@ -320,6 +321,7 @@ export async function selectBackend(requested: BackendName, opts: SelectBackendO
       backend: INFO_NAME[c], features: adapter?.features, subgroupMatrixConfigs: adapter?.subgroupMatrixConfigs,
     });
     setComputePrecision(precision);
+    if (precision.precision === 'f16') installF16Kernels();
     const p = precision.note ? ` ${precision.note}` : '';
     const info: BackendInfo = { name: INFO_NAME[c], line: `backend: ${INFO_NAME[c]}${p}${on}${why ? ` (${why})` : ''}`, skipped, precision };
     if (adapter) info.adapter = adapter;

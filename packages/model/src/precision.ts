@@ -118,3 +118,17 @@ export const computePrecision = (): PrecisionChoice => active;
 export function setComputePrecision(choice: PrecisionChoice): void {
   active = choice;
 }
+
+/** Depth of fp32Scope calls: inside one, the f16 kernels step aside (BatchNorm statistics, the loss's reductions). */
+let fp32Depth = 0;
+/** Runs `fn` with the f16 GEMM off: for sums that must stay f32 whatever --precision says (BatchNorm statistics). */
+export function fp32Scope<T>(fn: () => T): T {
+  fp32Depth++;
+  try {
+    return fn();
+  } finally {
+    fp32Depth--;
+  }
+}
+/** Whether a GEMM issued now may take f16 operands. */
+export const f16Wanted = (): boolean => active.precision === 'f16' && fp32Depth === 0;

@@ -17,6 +17,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { noteStepScalar } from './webgpu-replay.js';
+import { fp32Scope } from './precision.js';
 
 /** The subset of tfjs-backend-webgpu's program interface we use (webgpu_program.ts). */
 interface Program {
@@ -172,8 +173,9 @@ export function bnStats(x: tf.Tensor): [tf.Tensor1D, tf.Tensor1D] | null {
   const c = x.shape[x.rank - 1]!;
   const m = x.size / c;
   const x2 = x.reshape([m, c]) as tf.Tensor2D;
-  const mean = tf.matMul(rowVector(m, 'mean'), x2);
-  const variance = tf.matMul(rowVector(m, 'mean'), tf.squaredDifference(x2, mean) as tf.Tensor2D);
+  // BatchNorm statistics stay f32 under --precision=f16 (as AMP keeps them): these sums never take f16 operands.
+  const mean = fp32Scope(() => tf.matMul(rowVector(m, 'mean'), x2));
+  const variance = fp32Scope(() => tf.matMul(rowVector(m, 'mean'), tf.squaredDifference(x2, mean) as tf.Tensor2D));
   return [mean.reshape([c]) as tf.Tensor1D, variance.reshape([c]) as tf.Tensor1D];
 }
 
@@ -229,7 +231,7 @@ export function bnReluBackward(x: tf.Tensor4D, y: tf.Tensor4D, dy: tf.Tensor4D, 
         }
       }`,
   }, [x, y, dy, mean, variance], []) as tf.Tensor2D;
-  const sums = tf.matMul(rowVector(m, 'ones'), prep); // [1, 2C]: dbeta | dgamma
+  const sums = fp32Scope(() => tf.matMul(rowVector(m, 'ones'), prep)); // [1, 2C]: dbeta | dgamma, f32 at any precision
   const dx = runProgram({
     variableNames: ['x', 'y', 'dy', 'mean', 'variance', 'gamma', 'sums'],
     outputShape: [m, c],
@@ -289,7 +291,7 @@ export function bnRunning(runMean: tf.Tensor1D, runVar: tf.Tensor1D, mean: tf.Te
 }
 
 /** A new float32 tensor whose GPU buffer our own dispatches write (tfjs allocates it on first binding). */
-function output(shape: number[]): tf.Tensor {
+export function output(shape: number[]): tf.Tensor {
   const be = tf.backend() as unknown as { makeTensorInfo(shape: number[], dtype: tf.DataType): tf.TensorInfo };
   return tf.engine().makeTensorFromTensorInfo(be.makeTensorInfo(shape, 'float32'));
 }
@@ -408,31 +410,41 @@ const DIRECT_MAIN = `@compute @workgroup_size(${WG})
  */
 function directDispatch(key: string, code: () => string, tensors: tf.Tensor[], uniforms: { type: string; data: number[] }[], threads: number,
   stepScalars?: Record<number, string>): void {
+  const groups = Math.ceil(threads / WG);
+  const x = Math.min(groups, 32768);
+  encodeDispatch(key, code, tensors.map((t) => t.dataId), uniforms, [x, Math.ceil(groups / x), 1], stepScalars);
+}
+
+/**
+ * directDispatch's core, for kernels with their own workgroup shape (the f16 GEMM's tiles): `code` is the whole
+ * module (it may start with `enable f16;`, which tfjs's program runner cannot emit), entry point `main`;
+ * `dataIds` are tensors' or TensorInfos' data, bindings 0..n-1; `groups` the workgroup grid.
+ */
+export function encodeDispatch(key: string, code: () => string, dataIds: unknown[], uniforms: { type: string; data: number[] }[],
+  groups: [number, number, number], stepScalars?: Record<number, string>): void {
   const be = tf.backend() as unknown as BackendInternals;
   let pipe = pipelines.get(key);
   if (!pipe) {
     pipe = be.device.createComputePipeline({ layout: 'auto', compute: { module: be.device.createShaderModule({ code: code() }), entryPoint: 'main' } });
     pipelines.set(key, pipe);
   }
-  const entries: GPUBindGroupEntry[] = tensors.map((t, i) => {
-    be.uploadToGPU(t.dataId);
-    return { binding: i, resource: { buffer: be.tensorMap.get(t.dataId)!.resource as GPUBuffer } };
+  const entries: GPUBindGroupEntry[] = dataIds.map((id, i) => {
+    be.uploadToGPU(id);
+    return { binding: i, resource: { buffer: be.tensorMap.get(id)!.resource as GPUBuffer } };
   });
   const u = be.makeUniforms(uniforms) as { buffer: GPUBuffer };
-  entries.push({ binding: tensors.length, resource: u });
+  entries.push({ binding: dataIds.length, resource: u });
   // Scalars only, so uniform i is at byte 4 * i (tfjs's packing): a step capture rewrites these at each replay.
   for (const [i, name] of Object.entries(stepScalars ?? {})) noteStepScalar(name, u.buffer, 4 * Number(i));
   const bindGroup = be.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
-  const groups = Math.ceil(threads / WG);
-  const x = Math.min(groups, 32768);
   be.ensureCommandEncoderReady();
   be.computePassEncoder ??= be.commandEncoder!.beginComputePass({});
   be.computePassEncoder.setPipeline(pipe);
   be.computePassEncoder.setBindGroup(0, bindGroup);
-  be.computePassEncoder.dispatchWorkgroups(x, Math.ceil(groups / x), 1);
+  be.computePassEncoder.dispatchWorkgroups(...groups);
   be.dispatchCountInPass++;
   dispatches++;
-  for (const t of tensors) be.commandQueueOwnedIds.add(t.dataId as object);
+  for (const id of dataIds) be.commandQueueOwnedIds.add(id as object);
   if (be.dispatchCountInPass >= tf.env().getNumber('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE')) {
     be.endComputePassEncoder();
     be.submitQueue();
