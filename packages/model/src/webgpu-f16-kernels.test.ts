@@ -102,6 +102,15 @@ describe.skipIf(!info)('f16 GEMM on webgpu', () => {
     tf.dispose([x, w]);
   });
 
+  it('is timed in a profiled step (tf.time) like tfjs\'s own kernels, under its own name', async () => {
+    const a = rand([64, 64], 12);
+    const b = rand([64, 64], 13);
+    let c: tf.Tensor | undefined;
+    const t = await tf.time(() => { c = tf.matMul(a, b); }) as tf.TimingInfo & { getExtraProfileInfo?: () => string };
+    expect(t.getExtraProfileInfo?.()).toMatch(/gnMatMulF16: [\d.]+/);
+    tf.dispose([a, b, c!]);
+  });
+
   it('BatchNorm statistics stay f32 under f16: bit-identical to an fp32 run', async () => {
     const x = rand([4, 6, 6, 8], 9);
     const [ref, half] = await both(() => tf.concat(bnStats(x)!));

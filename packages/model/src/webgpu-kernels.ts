@@ -392,6 +392,12 @@ interface BackendInternals {
   endComputePassEncoder(): void;
   submitQueue(): void;
   makeUniforms(u: { type: string; data: number[] }[]): GPUBufferBinding;
+  /** Set inside tf.time (a profiled step): each timed dispatch gets its own pass with timestamp writes. */
+  activeTimers: { name: string; query: Promise<number> }[] | null;
+  supportTimestampQuery: boolean;
+  querySet: GPUQuerySet | null;
+  querySetCount: number;
+  getQueryTime(): Promise<number>;
 }
 
 const pipelines = new Map<string, GPUComputePipeline>();
@@ -438,6 +444,14 @@ export function encodeDispatch(key: string, code: () => string, dataIds: unknown
   for (const [i, name] of Object.entries(stepScalars ?? {})) noteStepScalar(name, u.buffer, 4 * Number(i));
   const bindGroup = be.device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
   be.ensureCommandEncoderReady();
+  // In a profiled step, time this dispatch as tfjs times its own programs (recordAndSubmit): a pass of its own
+  // with timestamp writes, named by the key's prefix (gnMatMulF16, gnSgd, ...), so GPU kernel time counts ours too.
+  const timed = be.activeTimers != null && be.supportTimestampQuery;
+  if (timed) {
+    be.endComputePassEncoder();
+    be.querySet ??= be.device.createQuerySet({ type: 'timestamp', count: be.querySetCount });
+    be.computePassEncoder = be.commandEncoder!.beginComputePass({ timestampWrites: { querySet: be.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+  }
   be.computePassEncoder ??= be.commandEncoder!.beginComputePass({});
   be.computePassEncoder.setPipeline(pipe);
   be.computePassEncoder.setBindGroup(0, bindGroup);
@@ -445,6 +459,11 @@ export function encodeDispatch(key: string, code: () => string, dataIds: unknown
   be.dispatchCountInPass++;
   dispatches++;
   for (const id of dataIds) be.commandQueueOwnedIds.add(id as object);
+  if (timed) {
+    be.endComputePassEncoder();
+    be.activeTimers!.push({ name: key.split('_')[0]!, query: be.getQueryTime() });
+    return;
+  }
   if (be.dispatchCountInPass >= tf.env().getNumber('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE')) {
     be.endComputePassEncoder();
     be.submitQueue();
