@@ -294,8 +294,8 @@ async function main() {
     if (tree + total > LIMIT) fail(`the working tree and .gpu/ together are ${tree + total} bytes, over the 64 MiB a device command can carry`);
   }
   console.log('\nOn the device: run command `bash tools/gpu-run.sh` with carry [".gpu"] (timeout_s 600).');
-  console.log('Only some stages: STAGES="devsel check bench host train" bash tools/gpu-run.sh (any subset). $OUT gets 7 files (8 come back at most):');
-  console.log('gpu-run.log, stages.txt, check-gradients.txt, bench.json, host.json, train.json, runs.tar.xz (run folders without weights).');
+  console.log('Only some stages: STAGES="devsel adapter check bench bench-f16 host train" bash tools/gpu-run.sh (any subset). $OUT gets 8 files (8 come back at most):');
+  console.log('gpu-run.log, stages.txt, check-gradients.txt, bench.json, f16.json (the adapter\'s f16/subgroup-matrix offer and the f16 bench), host.json, train.json, runs.tar.xz (run folders without weights).');
   console.log('Dry run here on lavapipe (~2 min): GPU_RUN_LOCAL=1 OUT=tmp/gpu-out BENCH_SIZE=32 BENCH_BATCH=4 BENCH_CLASSES=10 ' +
     'CHECK_ARGS=--model-image-size=32 TRAIN_ARGS="--epochs=1 --batch-size=8 --synthetic-size=64,32" bash tools/gpu-run.sh');
 }

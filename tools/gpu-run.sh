@@ -8,19 +8,23 @@
 #   devsel one GPU per worker through Mesa's device-select layer (tools/gpu-devsel.sh, the layer from
 #          .gpu/device-select.tar.xz): --gpus=0's backend line names the GPU's PCI address; an address that
 #          matches no GPU, a disabled layer and a GPU the machine lacks are coded errors -> gpu-run.log
+#   adapter what the adapter offers for --precision=f16 (tools/gpu-adapter.mjs, with and without Dawn's toggles):
+#          shader-f16, chromium-experimental-subgroup-matrix and adapter.info.subgroupMatrixConfigs -> $OUT/f16.json
 #   check  check-gradients.mjs --backend=webgpu: layer gradients vs cpu   -> $OUT/check-gradients.txt
 #   bench  one training run at 224x224 batch 64, 1000 classes, 12 steps, the last profiled (steps 4-11 replay a
 #          captured step) -> $OUT/bench.json (medians of steps 5..11, the profiled step's busiest kernels)
+#   bench-f16 the same run with --precision=f16 (f16 GEMMs, loss scaling, no replay) -> $OUT/f16.json beside the
+#          adapter's figures (medians of steps 5..11)
 #   host   the bench step on Dawn's null backend, replayed: host-side ms per step -> $OUT/host.json (and without
 #          replay, in the log)
 #   train  synthetic data, 2 epochs, batch 32: --workers=1 and --workers=2 -> $OUT/train.json (final evals)
 # Choose stages with STAGES="check bench train" (or as arguments: bash tools/gpu-run.sh bench train).
 # Only 8 files of at most 16 MiB come back from $OUT, so the run folders are kept in $GPU_RUN_DIR/gpu-runs and
-# $OUT gets 7 files: gpu-run.log (all output), stages.txt, check-gradients.txt, bench.json, host.json, train.json and
-# runs.tar.xz (every run folder without weights and checkpoints: config, train.log, metrics.jsonl, summary).
+# $OUT gets 8 files: gpu-run.log (all output), stages.txt, check-gradients.txt, bench.json, f16.json, host.json,
+# train.json and runs.tar.xz (every run folder without weights and checkpoints: config, train.log, metrics.jsonl, summary).
 #
 # Env overrides: BENCH_SIZE BENCH_BATCH BENCH_CLASSES BENCH_STEPS BENCH_PROFILE BENCH_FROM BENCH_ARGS, CHECK_ARGS,
-#   TRAIN_WORKERS ("1 2") TRAIN_ARGS ("--epochs=2 --batch-size=32"), CHECK_TIMEOUT BENCH_TIMEOUT TRAIN_TIMEOUT,
+#   TRAIN_WORKERS ("1 2") TRAIN_ARGS ("--epochs=2 --batch-size=32"), CHECK_TIMEOUT BENCH_TIMEOUT BENCH_F16_TIMEOUT TRAIN_TIMEOUT,
 #   BUDGET_S (540: the whole script), BACKEND (webgpu), GPU_RUN_DIR (/tmp: node and app/ are unpacked there).
 # GPU_RUN_LOCAL=1: a dry run on another machine (e.g. Mesa lavapipe): no dpkg -x of the .debs, no ldconfig.
 # Example dry run: GPU_RUN_LOCAL=1 OUT=tmp/gpu-out BENCH_SIZE=32 BENCH_BATCH=4 BENCH_CLASSES=10 \
@@ -29,7 +33,7 @@ set -u
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 G=$ROOT/.gpu
-STAGES=${STAGES:-${*:-devsel check bench host train}}
+STAGES=${STAGES:-${*:-devsel adapter check bench bench-f16 host train}}
 OUT=${OUT:-$ROOT/tmp/gpu-out}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 # Everything this script prints also goes to $OUT/gpu-run.log (the script runs itself once more under tee).
@@ -104,6 +108,11 @@ if want devsel; then
     bash "$ROOT/tools/gpu-devsel.sh"
 fi
 
+# ---- adapter: shader-f16 and the subgroup-matrix (tensor core) configs Dawn exposes, with and without its toggles
+if want adapter; then
+  stage adapter "${ADAPTER_TIMEOUT:-60}" "$W/adapter.log" "$NODE" "$ROOT/tools/gpu-adapter.mjs" --json="$W/adapter.json"
+fi
+
 # ---- check: layer gradient checks on the backend vs cpu
 if want check; then
   # shellcheck disable=SC2086
@@ -120,6 +129,23 @@ if want bench; then
   # Summarise whatever steps were recorded, also after a failure or a timeout.
   "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$B" --from="${BENCH_FROM:-5}" --to="$BENCH_STEPS" --profile-step="$BENCH_PROFILE" --json="$OUT/bench.json" \
     || record bench-summary "failed(no-steps)"
+fi
+
+# ---- bench-f16: the bench run in f16 (plain f16 GEMMs with f32 accumulation, dynamic loss scaling)
+if want bench-f16; then
+  B=$W/bench-f16-$BENCH_SIZE-b$BENCH_BATCH
+  # shellcheck disable=SC2086
+  stage bench-f16 "${BENCH_F16_TIMEOUT:-240}" "$W/bench-f16.log" "$NODE" train.mjs --backend="$BACKEND" --workers=1 --precision=f16 \
+    --image-size="$BENCH_SIZE" --batch-size="$BENCH_BATCH" --num-classes="$BENCH_CLASSES" --steps="$BENCH_STEPS" \
+    --no-eval --profile-step="$BENCH_PROFILE" --out="$B" --log-every=1 ${BENCH_ARGS:-}
+  "$NODE" "$ROOT/tools/gpu-summary.mjs" bench "$B" --from="${BENCH_FROM:-5}" --to="$BENCH_STEPS" --profile-step="$BENCH_PROFILE" --json="$W/bench-f16.json" \
+    || record bench-f16-summary "failed(no-steps)"
+fi
+# f16.json: the adapter's f16 features and subgroup-matrix configs, and the f16 bench, whichever of them ran.
+if want adapter || want bench-f16; then
+  "$NODE" -e 'const fs = require("fs"); const r = (f) => { try { return JSON.parse(fs.readFileSync(f, "utf8")); } catch { return null; } };
+    fs.writeFileSync(process.argv[1], JSON.stringify({ adapter: r(process.argv[2]), bench: r(process.argv[3]), backendLine: (fs.existsSync(process.argv[4]) ? fs.readFileSync(process.argv[4], "utf8") : "").split("\n").find((l) => l.includes("backend:")) ?? null }, null, 2) + "\n");' \
+    "$OUT/f16.json" "$W/adapter.json" "$W/bench-f16.json" "$W/bench-f16.log" || record f16-json failed
 fi
 
 # ---- host: a training step on Dawn's null backend (commands validated, nothing executed): what the host side
@@ -156,6 +182,12 @@ tar cJf "$OUT/runs.tar.xz" -C "$W" --exclude='*.safetensors' --exclude=checkpoin
 echo
 say "recap:"
 "$NODE" "$ROOT/tools/gpu-summary.mjs" recap "$OUT" | sed 's/^/  /'
+if [ -f "$OUT/f16.json" ]; then
+  say "f16:"
+  "$NODE" -e 'const d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); const a = d.adapter?.withToggles;
+    console.log(`  shader-f16 ${a?.shaderF16 ?? "-"} (without toggles ${d.adapter?.withoutToggles?.shaderF16 ?? "-"}), subgroup-matrix ${a?.subgroupMatrix ?? "-"}, configs ${JSON.stringify(a?.subgroupMatrixConfigs ?? null)}`);
+    console.log(`  bench f16: ${d.bench?.imgPerSec ?? "-"} img/s, GPU kernel time ${d.bench?.profile?.kernelMs ?? "-"} ms; ${d.backendLine ?? "no backend line"}`);' "$OUT/f16.json" || true
+fi
 say "stages:"
 sed 's/^/  /' "$OUT/stages.txt"
 if [ ${#FAILED[@]} -gt 0 ]; then say "not ok: ${FAILED[*]}"; exit 1; fi
