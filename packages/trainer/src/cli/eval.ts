@@ -12,6 +12,7 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { inferenceModel, readWeightsFile, selectBackend, type BackendName } from '@googlenet/model';
 import { CoordinatorClient, startCoordinator } from '@googlenet/coordinator';
+import { exitWith } from '@googlenet/flags';
 import type { DatasetName } from '@googlenet/dataloader';
 import { runFolderOf } from '../config';
 import { renderConfusion } from '../confusion-svg';
@@ -163,12 +164,4 @@ async function main(argv: string[]): Promise<number> {
   return launchRanks(cfg, argv);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    const err = e as Error & { code?: string };
-    process.stderr.write(`error${err.code ? ` [${err.code}]` : ''}: ${err.message}\n`);
-    if (!err.code && err.stack) process.stderr.write(err.stack + '\n');
-    process.exit(err.code === 'BAD_FLAG' ? 2 : 1);
-  },
-);
+exitWith(main(process.argv.slice(2)));

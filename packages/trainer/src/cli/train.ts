@@ -4,6 +4,7 @@
  *  - --workers=1 on one node without restarts: train in this process, no coordinator, no sockets;
  *  - otherwise: launch the coordinator and one worker process per local device, and supervise them.
  */
+import { exitWith } from '@googlenet/flags';
 import { resolveTrainConfig, trainHelp, type TrainConfig } from '../config';
 import { identityFromEnv } from '../identity';
 import { launch } from '../launcher';
@@ -31,12 +32,4 @@ async function main(argv: string[]): Promise<number> {
   return launch(cfg, io);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    const err = e as Error & { code?: string };
-    process.stderr.write(`error${err.code ? ` [${err.code}]` : ''}: ${err.message}\n`);
-    if (!err.code && err.stack) process.stderr.write(err.stack + '\n');
-    process.exit(err.code === 'BAD_FLAG' ? 2 : 1);
-  },
-);
+exitWith(main(process.argv.slice(2)));
