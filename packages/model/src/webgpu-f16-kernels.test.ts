@@ -8,7 +8,9 @@ import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendInfo } from './backend.js';
 import { fp32Scope, setComputePrecision, computePrecision } from './precision.js';
-import { matMulF16 } from './webgpu-f16-kernels.js';
+import { conv2dF16, matMulF16 } from './webgpu-f16-kernels.js';
+import { GoogLeNet } from './googlenet.js';
+import { computeGradients } from './loss.js';
 import { bnStats } from './webgpu-kernels.js';
 import { conv2d } from './conv.js';
 
@@ -67,17 +69,17 @@ describe.skipIf(!info)('f16 GEMM on webgpu', () => {
   });
 
   it.each([[3, 1, 1, 8], [7, 2, 3, 9], [1, 1, 0, 6], [3, 2, 1, 5]])(
-    'conv k=%i stride %i pad %i on %i px (im2col + f16 GEMM) matches tfjs\'s fp32 conv within 1e-3 of sum|x||w|, chunked or not',
+    'conv2dF16 k=%i stride %i pad %i on %i px (im2col + f16 GEMM) matches tfjs\'s fp32 conv within 1e-3 of sum|x||w|, chunked or not',
     async (k, stride, pad, h) => {
       const x = rand([3, h, h, 5], 5);
       const w = rand([k, k, 5, 7], 6);
       const scaleT = fp32Scope(() => tf.conv2d(tf.abs(x) as tf.Tensor4D, tf.abs(w) as tf.Tensor4D, stride, pad));
       const scale = await scaleT.data() as Float32Array;
-      const [ref, half] = await both(() => conv2d(x as tf.Tensor4D, w as tf.Tensor4D, { stride, pad }));
+      const [ref, half] = await both(() => conv2dF16(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad));
       expect(worst(ref, half, scale)).toBeLessThan(1e-3);
       // One image per im2col chunk: the batch-chunked path gives the same values.
       process.env.GOOGLENET_WEBGPU_MAX_BINDING = String(h * h * k * k * 5 * 4);
-      const [, chunked] = await both(() => conv2d(x as tf.Tensor4D, w as tf.Tensor4D, { stride, pad }));
+      const [, chunked] = await both(() => conv2dF16(x as tf.Tensor4D, w as tf.Tensor4D, stride, pad));
       delete process.env.GOOGLENET_WEBGPU_MAX_BINDING;
       expect(worst(half, chunked, 1)).toBe(0);
       tf.dispose([x, w, scaleT]);
@@ -110,6 +112,32 @@ describe.skipIf(!info)('f16 GEMM on webgpu', () => {
     expect(t.getExtraProfileInfo?.()).toMatch(/gnMatMulF16: [\d.]+/);
     tf.dispose([a, b, c!]);
   });
+
+  it('GoogLeNet\'s logits and gradients under f16 stay within 1e-3 (logits) and 5e-3 (median per parameter) of fp32', async () => {
+    // What the kernels do inside the whole model (the conv-forward override passed alone yet gave 4 % off logits
+    // here, so it is off: GOOGLENET_F16_CONV=1 makes this test fail).
+    const m = new GoogLeNet({ numClasses: 10, seed: 3 });
+    const x = rand([8, 32, 32, 3], 5) as tf.Tensor4D;
+    const y = tf.tensor1d([0, 1, 2, 3, 4, 5, 6, 7], 'int32');
+    const run = () => tf.tidy(() => {
+      const r = computeGradients(m, x, y, { auxWeight: 0.3, dropoutSeed: 1, lossScale: 1024 });
+      return [r.logits, ...r.grads.map((g) => g.div(1024))];
+    });
+    const ref = fp32Scope(run);
+    const half = run();
+    const errs: number[] = [];
+    for (let i = 0; i < ref.length; i++) {
+      const e = tf.tidy(() => tf.norm(tf.sub(ref[i]!, half[i]!)).div(tf.norm(ref[i]!).add(1e-30)));
+      errs.push((await e.data())[0]!);
+      e.dispose();
+    }
+    const grads = errs.slice(1).sort((a, b) => a - b);
+    expect(errs[0]).toBeLessThan(1e-3);
+    expect(errs[0]).toBeGreaterThan(0);
+    expect(grads[grads.length >> 1]).toBeLessThan(5e-3);
+    tf.dispose([...ref, ...half, x, y]);
+    m.dispose();
+  }, 120_000);
 
   it('BatchNorm statistics stay f32 under f16: bit-identical to an fp32 run', async () => {
     const x = rand([4, 6, 6, 8], 9);

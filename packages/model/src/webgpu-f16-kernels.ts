@@ -1,8 +1,8 @@
 /**
  * --precision=f16 on webgpu: GEMMs with f16 operands and f32 accumulation, in WGSL with `enable f16;` (the
- * device has shader-f16: backend.ts requests it). Installed over tfjs's BatchMatMul and Conv2D kernels, so every
- * matMul (the convs' im2col/col2im gradients, the classifiers) and every conv forward (as im2col + this GEMM)
- * takes them; BatchNorm statistics opt out (fp32Scope in webgpu-kernels.ts), the loss has no GEMM.
+ * device has shader-f16: backend.ts requests it). Installed over tfjs's BatchMatMul kernel, so every matMul (the
+ * convs' im2col/col2im gradients dW and dx, the classifiers) takes them; conv forwards do not yet (see
+ * F16_CONV_FORWARD); BatchNorm statistics opt out (fp32Scope in webgpu-kernels.ts), the loss has no GEMM.
  * What is f16 and what is not, honestly:
  *   - operands: each element of A and B is rounded to f16 as it is staged into workgroup memory (which is f16,
  *     half the bytes of an f32 tile); products and sums are f32, exactly what tensor cores do in f16 mode
@@ -167,8 +167,16 @@ interface KernelArgs {
 let installed: { matMul: tf.KernelConfig; conv: tf.KernelConfig } | undefined;
 
 /**
- * Puts the f16 GEMM under tfjs's BatchMatMul and Conv2D on webgpu (idempotent). Each call checks f16Wanted()
- * and what it covers, and otherwise runs tfjs's own kernel, so installing changes nothing for fp32 work.
+ * Conv forward through conv2dF16 under tfjs's Conv2D: OFF. Each conv alone matches fp32 within 3e-4 (tests), but in
+ * the whole GoogLeNet the logits were 4 % off in training and unrelated in inference (seen on lavapipe): a fault of
+ * this override inside a long op chain (a buffer lifetime?) that is not found yet. Until it is, conv forwards run
+ * tfjs's fp32 kernel; GOOGLENET_F16_CONV=1 turns the override on to investigate.
+ */
+const F16_CONV_FORWARD = process.env.GOOGLENET_F16_CONV === '1';
+
+/**
+ * Puts the f16 GEMM under tfjs's BatchMatMul (and, see F16_CONV_FORWARD, Conv2D) on webgpu (idempotent). Each call
+ * checks f16Wanted() and what it covers, and otherwise runs tfjs's own kernel: nothing changes for fp32 work.
  */
 export function installF16Kernels(): void {
   if (installed) return;
@@ -183,6 +191,7 @@ export function installF16Kernels(): void {
     if (!f16Wanted() || !coversMatMul(a, b)) return stock(matMul)(args);
     return matMulF16(a, b, !!args.attrs?.transposeA, !!args.attrs?.transposeB);
   }) as unknown as tf.KernelFunc });
+  if (!F16_CONV_FORWARD) return;
   tf.unregisterKernel('Conv2D', 'webgpu');
   tf.registerKernel({ ...conv, kernelFunc: ((args: KernelArgs) => {
     const { x, filter } = args.inputs as { x: tf.TensorInfo; filter: tf.TensorInfo };
@@ -215,7 +224,7 @@ export function installF16Kernels(): void {
 /** Puts tfjs's own kernels back (tests). */
 export function uninstallF16Kernels(): void {
   if (!installed) return;
-  for (const cfg of [installed.matMul, installed.conv]) {
+  for (const cfg of F16_CONV_FORWARD ? [installed.matMul, installed.conv] : [installed.matMul]) {
     tf.unregisterKernel(cfg.kernelName, 'webgpu');
     tf.registerKernel(cfg);
   }
