@@ -4,6 +4,8 @@
  * command with --workers=1 and --workers=2 on synthetic data, reads the per-step figures from metrics.jsonl
  * (median after warm-up), and runs bench/torch_reference.py with 2 threads on the same model, loss and
  * optimizer. Prints a table and one JSON line. Numbers only: no assertion on speed anywhere.
+ * --precision=f16 (webgpu) runs every shape and worker count in fp32 and then f16, so the img/s and the profiled
+ * step's GPU kernel time of both sit side by side in one table.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,6 +20,7 @@ const root = path.resolve(here, '../../..');
 const FLAGS = {
   backend: { type: 'enum', values: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'], default: 'auto', help: 'backend of our runs' },
   workers: { type: 'string', default: '1,2', help: 'worker counts to measure' },
+  precision: { type: 'string', default: 'fp32', help: 'compute precisions to measure (fp32, f16, or both: fp32,f16); f16 is always measured beside fp32 in the same invocation' },
   shapes: { type: 'string', default: '32x32,224x4', help: 'SIZExBATCH list' },
   steps: { type: 'int', min: 3, default: 8, help: 'steps per run (the first 2 are warm-up)' },
   torch: { type: 'boolean', default: true, help: 'run the PyTorch reference (/usr/bin/python3 with torch)' },
@@ -32,6 +35,7 @@ const FLAGS = {
 interface Row {
   shape: string;
   workers: number;
+  precision: string;
   imgPerSec: number;
   ms: { wall: number; data: number; compute: number; reduce: number; apply: number };
   /** webgpu: median compute dispatches per step, and the profiled step's GPU kernel time and busiest kernels. */
@@ -50,7 +54,7 @@ const median = (xs: number[]) => {
   return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : NaN;
 };
 
-function ours(size: number, batch: number, classes: number, workers: number, f: Record<string, unknown>): Row {
+function ours(size: number, batch: number, classes: number, workers: number, precision: string, f: Record<string, unknown>): Row {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-'));
   // webgpu: the last step runs with a timestamp query around every kernel (GPU time per kernel); it is slower,
   // so it is left out of the throughput figures.
@@ -58,7 +62,7 @@ function ours(size: number, batch: number, classes: number, workers: number, f: 
   const args = [
     path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, `--num-classes=${classes}`,
     `--steps=${f.steps}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
-    `--profile-step=${profile}`,
+    `--profile-step=${profile}`, `--precision=${precision}`,
   ];
   const r = spawnSync(path.join(root, 'node_modules/.bin/tsx'), args, { cwd: root, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`train run failed (${size}x${batch}, ${workers} workers):\n${r.stderr.slice(-2000)}`);
@@ -68,7 +72,7 @@ function ours(size: number, batch: number, classes: number, workers: number, f: 
   fs.rmSync(out, { recursive: true, force: true });
   const ms = (k: string) => median(steps.map((s) => s.ms[k] as number));
   const row: Row = {
-    shape: `${size}x${size} b${batch}`, workers,
+    shape: `${size}x${size} b${batch}`, workers, precision,
     imgPerSec: median(steps.map((s) => s.imgPerSec as number)),
     ms: { wall: ms('wall'), data: ms('data'), compute: ms('compute'), reduce: ms('reduce'), apply: ms('apply') },
   };
@@ -176,12 +180,16 @@ function main() {
     return;
   }
   const workers = String(f.workers).split(',').map(Number);
+  const asked = String(f.precision).split(',');
+  if (asked.some((p) => p !== 'fp32' && p !== 'f16')) throw new Error(`--precision=${f.precision}: expected fp32, f16 or fp32,f16`);
+  // f16 figures mean something only beside fp32 from the same invocation (same machine state, same neighbours).
+  const precisions = asked.includes('f16') ? ['fp32', 'f16'] : ['fp32'];
   // --shapes=none: only the host table (webgpu).
   const shapes = f.shapes === 'none' ? [] : String(f.shapes).split(',').map((s) => s.split('x').map(Number) as [number, number]);
   const results: { shape: string; ours: Row[]; best: number; pytorch?: number; ratio?: number }[] = [];
   for (const [size, batch] of shapes) {
     const classes = size >= 224 ? 1000 : 10;
-    const rows = workers.map((w) => ours(size, batch, classes, w, f));
+    const rows = workers.flatMap((w) => precisions.map((p) => ours(size, batch, classes, w, p, f)));
     const best = Math.max(...rows.map((r) => r.imgPerSec));
     // On webgpu the anchor is PyTorch on the same GPU (quoted); a CPU PyTorch run would compare nothing.
     const gpuAnchor = f.backend === 'webgpu' ? PYTORCH_H200[batch] : undefined;
@@ -192,17 +200,17 @@ function main() {
   console.log('\ntraining throughput (images/s, all workers together; phases are median ms per step on rank 0)\n');
   const gpuRun = f.backend === 'webgpu';
   const ref = gpuRun ? 'PyTorch H200 fp32 (ANCHORS.md)' : 'PyTorch 2 threads';
-  console.log(`| shape | workers | img/s | data | compute | reduce | apply |${gpuRun ? ' dispatches | GPU ms |' : ''} ${ref} | best/PyTorch |`);
-  console.log(`|---|---|---|---|---|---|---|${gpuRun ? '---|---|' : ''}---|---|`);
+  console.log(`| shape | workers | precision | img/s | data | compute | reduce | apply |${gpuRun ? ' dispatches | GPU ms |' : ''} ${ref} | best/PyTorch |`);
+  console.log(`|---|---|---|---|---|---|---|---|${gpuRun ? '---|---|' : ''}---|---|`);
   for (const r of results) {
     r.ours.forEach((o, i) => {
       const gpuCols = gpuRun ? ` ${fmt(o.dispatches, 0)} | ${fmt(o.gpu?.kernelMs)} |` : '';
-      console.log(`| ${r.shape} | ${o.workers} | ${fmt(o.imgPerSec)} | ${fmt(o.ms.data)} | ${fmt(o.ms.compute)} | ${fmt(o.ms.reduce)} | ${fmt(o.ms.apply)} |${gpuCols} ${i === 0 ? fmt(r.pytorch) : ''} | ${i === 0 ? fmt(r.ratio, 2) : ''} |`);
+      console.log(`| ${r.shape} | ${o.workers} | ${o.precision} | ${fmt(o.imgPerSec)} | ${fmt(o.ms.data)} | ${fmt(o.ms.compute)} | ${fmt(o.ms.reduce)} | ${fmt(o.ms.apply)} |${gpuCols} ${i === 0 ? fmt(r.pytorch) : ''} | ${i === 0 ? fmt(r.ratio, 2) : ''} |`);
     });
   }
   for (const r of results) {
     for (const o of r.ours) {
-      if (o.gpu) console.log(`\n${r.shape}, ${o.workers} worker(s), profiled step: GPU kernel time ${o.gpu.kernelMs.toFixed(1)} ms; busiest: ${o.gpu.kernels.slice(0, 8).map((k) => `${k.name} ${k.ms.toFixed(1)} ms x${k.calls}`).join(', ')}`);
+      if (o.gpu) console.log(`\n${r.shape}, ${o.workers} worker(s), ${o.precision}, profiled step: GPU kernel time ${o.gpu.kernelMs.toFixed(1)} ms; busiest: ${o.gpu.kernels.slice(0, 8).map((k) => `${k.name} ${k.ms.toFixed(1)} ms x${k.calls}`).join(', ')}`);
     }
   }
   let host: ReturnType<typeof hostTable> | undefined;
