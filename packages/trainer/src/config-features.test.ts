@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { resolveTrainConfig, type TrainConfig } from './config';
-import { TrainerError } from './errors';
+import { refusal, resolve } from '../test/config-resolve';
 
-const resolve = (argv: string[]) => resolveTrainConfig(argv, { env: {}, gpuCount: 0, now: new Date('2026-11-28T10:20:30Z') }) as TrainConfig;
-const refusal = (argv: string[]) => {
-  try {
-    resolve(argv);
-  } catch (e) {
-    return [(e as TrainerError).code, (e as Error).message];
-  }
-  return undefined;
-};
 
 describe('training feature flags', () => {
   it('are off by default and resolve when given', () => {

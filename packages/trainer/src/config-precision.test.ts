@@ -1,17 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { resolveTrainConfig, type TrainConfig } from './config';
+import { refusal, resolve } from '../test/config-resolve';
 import { RESUME_KEYS } from './resume-check';
-import { TrainerError } from './errors';
 
-const resolve = (argv: string[]) => resolveTrainConfig(argv, { env: {}, gpuCount: 0, now: new Date('2026-11-28T10:20:30Z') }) as TrainConfig;
-const refusal = (argv: string[]) => {
-  try {
-    resolve(argv);
-  } catch (e) {
-    return [(e as TrainerError).code, (e as Error).message];
-  }
-  return undefined;
-};
 
 describe('--precision', () => {
   it('defaults to fp32 and accepts f16 and auto', () => {

@@ -2,19 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { resolveTrainConfig, type TrainConfig } from './config';
-import { TrainerError } from './errors';
+import { refusal, resolve } from '../test/config-resolve';
 import { recipeNames } from './recipe';
 
-const resolve = (argv: string[]) => resolveTrainConfig(argv, { env: {}, gpuCount: 0, now: new Date('2026-11-28T10:20:30Z') }) as TrainConfig;
-const refusal = (argv: string[]) => {
-  try {
-    resolve(argv);
-  } catch (e) {
-    return [(e as TrainerError).code, (e as Error).message];
-  }
-  return undefined;
-};
 const scratch = (name: string, body: string) => {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-recipe-')), name);
   fs.writeFileSync(file, body);
