@@ -299,21 +299,31 @@ export class CoordinatorClient {
     });
   }
 
+  /**
+   * Opens collective seq+1 on the peer or shm plane: its round timer, its pending record, and the `coll`
+   * announcement to the coordinator (which counts it, checks every rank issued the same, and sends the go).
+   */
+  private announce(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean,
+    resolve: () => void, reject: (e: Error) => void, stuck: string): Pending {
+    const seq = ++this.seq;
+    const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
+      `collective ${seq} (${op}) did not complete within ${this.opts.timeoutMs / 1000} s; ${stuck}`)), this.opts.timeoutMs + GRACE_MS);
+    const p: Pending = { seq, op, dtype, nb: 1, bucketElems: this.bucketElems, got: 0, arrived: new Uint8Array(0), data, metrics, resolve, reject, timer, t0, tSent: 0, tFirst: 0, decodeMs: 0 };
+    this.pending = p;
+    const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems, ...(tail ? { tail } : {}) };
+    if (metrics) header.metrics = Array.from(metrics);
+    this.ws.send(encode(header));
+    p.tSent = performance.now();
+    return p;
+  }
+
   /** Peer data plane: announce the collective (coll), exchange data after the coordinator's go, finish when both are done. */
   private peerCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean): Promise<void> {
-    const seq = ++this.seq;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
-        `collective ${seq} (${op}) did not complete within ${this.opts.timeoutMs / 1000} s; the coordinator at ${this.opts.url} or another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
-      const p: Pending = { seq, op, dtype, nb: 1, bucketElems: this.bucketElems, got: 0, arrived: new Uint8Array(0), data, metrics, resolve, reject, timer, t0, tSent: 0, tFirst: 0, decodeMs: 0 };
-      this.pending = p;
       // Announce first: the copy/encode below overlaps the coordinator's round trip. Peers' frames can only follow
       // the go, which needs this announcement, and are read only after this synchronous code has set up the exchange.
-      const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems, ...(tail ? { tail } : {}) };
-      if (metrics) header.metrics = Array.from(metrics);
-      this.ws.send(encode(header));
-      p.tSent = performance.now();
-      const timing = this.plane!.begin(seq, op, dtype, data, this.bucketElems, () => {
+      const p = this.announce(op, dtype, data, metrics, t0, tail, resolve, reject, `the coordinator at ${this.opts.url} or another rank is stuck`);
+      const timing = this.plane!.begin(p.seq, op, dtype, data, this.bucketElems, () => {
         p.peer!.done = true;
         this.finishPeer(p);
       });
@@ -328,16 +338,8 @@ export class CoordinatorClient {
    * /status, round timeout); one that arrives while the previous is still open there waits in its queue.
    */
   private shmCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean): Promise<void> {
-    const seq = ++this.seq;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(new CoordinatorError('ROUND_TIMEOUT',
-        `collective ${seq} (${op}) did not complete within ${this.opts.timeoutMs / 1000} s; another rank is stuck`)), this.opts.timeoutMs + GRACE_MS);
-      const p: Pending = { seq, op, dtype, nb: 1, bucketElems: this.bucketElems, got: 0, arrived: new Uint8Array(0), data, metrics, resolve, reject, timer, t0, tSent: 0, tFirst: 0, decodeMs: 0 };
-      this.pending = p;
-      const header: CollMsg = { v: 1, type: 'coll', seq, op, dtype, numel: data.length, bucketElems: this.bucketElems, ...(tail ? { tail } : {}) };
-      if (metrics) header.metrics = Array.from(metrics);
-      this.ws.send(encode(header));
-      p.tSent = performance.now();
+      const p = this.announce(op, dtype, data, metrics, t0, tail, resolve, reject, 'another rank is stuck');
       this.shm!.run(op, dtype, data, metrics).then((t) => {
         if (this.pending !== p) return;
         clearTimeout(p.timer);
