@@ -5,6 +5,8 @@
 //   open(path, bytes) -> ArrayBuffer                          map an existing segment (throws with .code = errno name)
 //   attach(seg, rank) -> mapped                               records this pid, counts the ranks that mapped it
 //   unlink(path) / unmap(seg)
+//   fd(seg) -> fd                                             the segment's open descriptor: a thread of this process
+//                                                             maps the (unlinked) segment again at /proc/self/fd/<fd>
 //   signal(seg, rank, q, step)                                rank's progress counter <- q * 2^24 + step, wake waiters
 //   wait(seg, ranks, me, q, step, sliceMs) -> 0 every other rank reached (q, step); 1 the slice ended first;
 //                                             2 the abort word is set; 3 + r rank r's process no longer exists
@@ -58,7 +60,10 @@ static_assert(sizeof(Header) == 64 && sizeof(RankLine) == 64, "layout");
 
 RankLine* lines(uint8_t* seg) { return reinterpret_cast<RankLine*>(seg + sizeof(Header)); }
 
-struct Mapping { void* p; size_t n; bool live; };
+// The descriptor stays open while the mapping lives: once every rank mapped the segment its name is unlinked, and
+// /proc/self/fd/<fd> is then the only way for a worker thread of this process (another V8 isolate, which cannot
+// share this ArrayBuffer) to map the same pages (overlap-thread.ts).
+struct Mapping { void* p; size_t n; int fd; bool live; };
 // Live mappings by address, so that unmap() can tell the GC finalizer (which still runs later) not to unmap again:
 // by then the address may belong to another mapping.
 std::unordered_map<void*, Mapping*> mappings;
@@ -67,7 +72,7 @@ std::mutex mappingsLock;  // worker threads share the addon
 void finalizeMapping(napi_env, void*, void* hint) {
   auto* m = static_cast<Mapping*>(hint);
   std::lock_guard<std::mutex> g(mappingsLock);
-  if (m->live) { munmap(m->p, m->n); mappings.erase(m->p); }
+  if (m->live) { munmap(m->p, m->n); close(m->fd); mappings.erase(m->p); }
   delete m;
 }
 
@@ -90,11 +95,12 @@ napi_value throwErrno(napi_env env, const char* what, const std::string& path, i
   return nullptr;
 }
 
-napi_value wrap(napi_env env, void* p, size_t n) {
+napi_value wrap(napi_env env, void* p, size_t n, int fd) {
   napi_value ab;
-  auto* m = new Mapping{p, n, true};
+  auto* m = new Mapping{p, n, fd, true};
   if (napi_create_external_arraybuffer(env, p, n, finalizeMapping, m, &ab) != napi_ok) {
     munmap(p, n);
+    close(fd);
     delete m;
     napi_throw_error(env, "EIO", "cannot wrap the shared segment in an ArrayBuffer");
     return nullptr;
@@ -137,15 +143,14 @@ napi_value Create(napi_env env, napi_callback_info info) {
   int fe = posix_fallocate(fd, 0, bytes);
   if (fe != 0) { close(fd); unlink(tmp.c_str()); return throwErrno(env, "cannot reserve space for", tmp, fe); }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  if (p == MAP_FAILED) { int e = errno; unlink(tmp.c_str()); return throwErrno(env, "cannot map", tmp, e); }
+  if (p == MAP_FAILED) { int e = errno; close(fd); unlink(tmp.c_str()); return throwErrno(env, "cannot map", tmp, e); }
   auto* h = static_cast<Header*>(p);
   h->magic = kMagic; h->version = kVersion;
   h->ranks = num(env, argv[2]); h->chunkElems = num(env, argv[3]);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   // Renamed only when initialised: whoever opens `path` sees a whole header.
-  if (rename(tmp.c_str(), path.c_str()) != 0) { int e = errno; munmap(p, bytes); unlink(tmp.c_str()); return throwErrno(env, "cannot publish", path, e); }
-  return wrap(env, p, bytes);
+  if (rename(tmp.c_str(), path.c_str()) != 0) { int e = errno; munmap(p, bytes); close(fd); unlink(tmp.c_str()); return throwErrno(env, "cannot publish", path, e); }
+  return wrap(env, p, bytes, fd);
 }
 
 napi_value Open(napi_env env, napi_callback_info info) {
@@ -158,11 +163,10 @@ napi_value Open(napi_env env, napi_callback_info info) {
   struct stat st;
   if (fstat(fd, &st) != 0 || (size_t)st.st_size != bytes) { close(fd); return throwErrno(env, "unexpected size of", path, EIO); }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  if (p == MAP_FAILED) return throwErrno(env, "cannot map", path, errno);
+  if (p == MAP_FAILED) { int e = errno; close(fd); return throwErrno(env, "cannot map", path, e); }
   auto* h = static_cast<Header*>(p);
-  if (h->magic != kMagic || h->version != kVersion) { munmap(p, bytes); return throwErrno(env, "not a segment of this version:", path, EIO); }
-  return wrap(env, p, bytes);
+  if (h->magic != kMagic || h->version != kVersion) { munmap(p, bytes); close(fd); return throwErrno(env, "not a segment of this version:", path, EIO); }
+  return wrap(env, p, bytes, fd);
 }
 
 napi_value Unlink(napi_env env, napi_callback_info info) {
@@ -179,16 +183,34 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
   if (!args(env, info, argv)) return nullptr;
   uint8_t* p; size_t n;
   if (!seg(env, argv[0], &p, &n)) return nullptr;
+  int fd;
   {
     std::lock_guard<std::mutex> g(mappingsLock);
     auto it = mappings.find(p);
     if (it == mappings.end()) return nullptr;
     it->second->live = false;
+    fd = it->second->fd;
     mappings.erase(it);
   }
   napi_detach_arraybuffer(env, argv[0]);
   munmap(p, n);
+  close(fd);
   return nullptr;
+}
+
+napi_value Fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint8_t* p; size_t n;
+  if (!args(env, info, argv) || !seg(env, argv[0], &p, &n)) { napi_throw_type_error(env, nullptr, "fd(seg)"); return nullptr; }
+  int fd = -1;
+  {
+    std::lock_guard<std::mutex> g(mappingsLock);
+    auto it = mappings.find(p);
+    if (it != mappings.end()) fd = it->second->fd;
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
 }
 
 napi_value Attach(napi_env env, napi_callback_info info) {
@@ -368,6 +390,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"open", nullptr, Open, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"unlink", nullptr, Unlink, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"unmap", nullptr, Unmap, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"fd", nullptr, Fd, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"attach", nullptr, Attach, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"signal", nullptr, Signal, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"wait", nullptr, Wait, nullptr, nullptr, nullptr, kPlain, nullptr},

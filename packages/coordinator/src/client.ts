@@ -11,6 +11,7 @@ import { PeerPlane, type PeerFailureCode, type PeerTiming } from './peer.js';
 import { DATA_PLANES, type DataPlaneChoice } from './plane-select.js';
 import { Arena, align16 } from './reduce.js';
 import { ShmPlane, shmSpaceProblem } from './shm-plane.js';
+import { OverlapExchange, type BucketRanges } from './overlap.js';
 import { shmUnavailable } from './shm-native.js';
 
 export interface ClientOptions {
@@ -70,6 +71,11 @@ export interface AllReduceOptions {
    * compression. Default: data.length. Ignored without compression.
    */
   compressibleLength?: number;
+  /**
+   * data[0..preReduced) was already averaged over the ranks by this client's OverlapExchange (openOverlap) in this
+   * step: only the rest is exchanged, but the coordinator is told of the whole call, as without overlap. Default 0.
+   */
+  preReduced?: number;
 }
 
 const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000, dataPlane: 'auto' as DataPlaneChoice };
@@ -110,6 +116,9 @@ export class CoordinatorClient {
   private lastTick = Date.now();
   private readonly watchdog: NodeJS.Timeout;
   private closing = false;
+  /** shm plane: an overlapped step holds the plane's cursor (OverlapExchange.begin .. finish); collectives wait. */
+  private lent = false;
+  private overlap: OverlapExchange | null = null;
 
   private constructor(private readonly ws: WebSocket, private readonly opts: Required<Omit<ClientOptions, 'runId' | 'token' | 'ca' | 'log'>> & ClientOptions,
     welcome: WelcomeMsg, private readonly arena: Arena, plane: PeerPlane | null) {
@@ -226,6 +235,13 @@ export class CoordinatorClient {
     if (!Number.isInteger(k) || k < 0 || k > n) {
       throw new CoordinatorError('INVALID_OPTIONS', `compressibleLength must be an integer in 0..${n} (data.length), got ${k}`);
     }
+    const pre = options.preReduced ?? 0;
+    if (pre !== 0) {
+      if (!this.shm || this.opts.gradCompression === 'fp16' || !Number.isInteger(pre) || pre < 0 || pre > n) {
+        throw new CoordinatorError('INVALID_OPTIONS', `preReduced needs the shm plane and no fp16 compression, and an integer in 0..${n}; got ${pre}`);
+      }
+      return this.collective('mean', data, metrics, { skip: pre });
+    }
     if (this.opts.gradCompression !== 'fp16' || k === n) return this.collective('mean', data, metrics);
     if (k === 0) return this.collective('mean', data, metrics, { lossless: true });
     await this.collective('mean', data.subarray(0, k), metrics);
@@ -242,10 +258,38 @@ export class CoordinatorClient {
     return this.collective('mean', new Float32Array(0), metrics);
   }
 
-  /** `lossless`: float32 even with fp16 compression; `tail`: the remainder of the preceding all-reduce. */
-  private collective(op: Op, data: Float32Array, metrics?: Float64Array, o: { lossless?: boolean; tail?: boolean } = {}): Promise<void> {
+  /**
+   * Shared-memory plane only: starts a worker thread that exchanges `buckets` (flat ranges) of `data` (backed by a
+   * SharedArrayBuffer) while this thread computes; see overlap.ts. The trainer then announces each step's
+   * all-reduce with `preReduced`. One per client; closed with the client.
+   */
+  async openOverlap(data: Float32Array, buckets: BucketRanges[]): Promise<OverlapExchange> {
+    if (!this.shm) throw new CoordinatorError('INVALID_OPTIONS', 'overlap needs the shared-memory data plane (this job uses another)');
+    if (this.overlap) throw new CoordinatorError('BUSY', 'this client already has an overlap exchange');
+    this.overlap = await OverlapExchange.start({
+      lend: () => {
+        if (this.failure) throw this.failure;
+        if (this.pending || this.lent || !this.shm) throw new CoordinatorError('BUSY', 'a collective is in progress on this client');
+        this.lent = true;
+        return this.shm.cursor();
+      },
+      giveBack: (cursor, err) => {
+        this.lent = false;
+        if (err) this.fail(err);
+        else this.shm?.setCursor(cursor!);
+      },
+    }, this.shm, this.opts.timeoutMs, data, buckets);
+    return this.overlap;
+  }
+
+  /**
+   * `lossless`: float32 even with fp16 compression; `tail`: the remainder of the preceding all-reduce; `skip`: shm
+   * plane, the leading values are already averaged (preReduced).
+   */
+  private collective(op: Op, data: Float32Array, metrics?: Float64Array, o: { lossless?: boolean; tail?: boolean; skip?: number } = {}): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closing) return Promise.reject(new CoordinatorError('CLOSED', 'this client was closed; connect a new one'));
+    if (this.lent) return Promise.reject(new CoordinatorError('BUSY', 'an overlapped step holds the shm plane; finish() it first'));
     if (this.pending) return Promise.reject(new CoordinatorError('BUSY', 'another collective is in progress on this client; await it first (calls must be issued in the same order on every rank)'));
     if (!(data instanceof Float32Array)) return Promise.reject(new CoordinatorError('INVALID_OPTIONS', 'data must be a Float32Array'));
     if (metrics && (!(metrics instanceof Float64Array) || metrics.length > MAX_METRICS)) {
@@ -254,7 +298,7 @@ export class CoordinatorClient {
     const t0 = performance.now();
     const dtype: DType = op === 'mean' && this.opts.gradCompression === 'fp16' && !o.lossless ? 'f16' : 'f32';
     const tail = o.tail === true;
-    if (this.shm) return this.shmCollective(op, dtype, data, metrics, t0, tail);
+    if (this.shm) return this.shmCollective(op, dtype, data, metrics, t0, tail, o.skip ?? 0);
     if (this.plane) return this.peerCollective(op, dtype, data, metrics, t0, tail);
     const esize = bytesPer(dtype);
     const numel = data.length;
@@ -337,10 +381,10 @@ export class CoordinatorClient {
    * on the critical path. The coordinator still hears of every collective when it starts (`coll`: step count,
    * /status, round timeout); one that arrives while the previous is still open there waits in its queue.
    */
-  private shmCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean): Promise<void> {
+  private shmCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean, skip: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const p = this.announce(op, dtype, data, metrics, t0, tail, resolve, reject, 'another rank is stuck');
-      this.shm!.run(op, dtype, data, metrics).then((t) => {
+      this.shm!.run(op, dtype, skip ? data.subarray(skip) : data, metrics).then((t) => {
         if (this.pending !== p) return;
         clearTimeout(p.timer);
         this.pending = null;
@@ -510,6 +554,7 @@ export class CoordinatorClient {
     }
     this.closing = true;
     clearInterval(this.watchdog);
+    await this.overlap?.close();
     if (this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(encode({ v: 1, type: 'bye' }));
       this.ws.close(1000, 'bye');

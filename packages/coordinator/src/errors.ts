@@ -15,7 +15,8 @@ export type CoordinatorErrorCode =
   | 'PROTOCOL_ERROR'
   | 'INVALID_OPTIONS'
   | 'CLOSED'
-  | 'BUSY';
+  | 'BUSY'
+  | 'THREAD_FAILED';
 
 export class CoordinatorError extends Error {
   readonly code: CoordinatorErrorCode;

@@ -13,6 +13,8 @@ export interface ShmAddon {
   attach(seg: ArrayBuffer, rank: number): number;
   unlink(path: string): void;
   unmap(seg: ArrayBuffer): void;
+  /** The open descriptor of the segment's mapping (kept while it is mapped): /proc/self/fd/<fd> maps it again. */
+  fd(seg: ArrayBuffer): number;
   signal(seg: ArrayBuffer, rank: number, q: number, step: number): void;
   wait(seg: ArrayBuffer, ranks: number, me: number, q: number, step: number, sliceMs: number): number;
   abort(seg: ArrayBuffer, word: number): void;

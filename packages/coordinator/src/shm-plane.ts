@@ -62,6 +62,14 @@ export interface ShmTiming {
   copyOutMs: number;
 }
 
+/**
+ * Where a plane is in its sequence of collectives: the next one is q + 1, and the previous one had `lastSteps`
+ * steps (its last step must be passed by every rank before the buffers are reused). A plane lends it to a second
+ * plane over the same segment in a worker thread of the same process (overlap-thread.ts) and takes it back after:
+ * the segment sees one sequence, whichever thread issues the collectives.
+ */
+export interface ShmCursor { q: number; lastSteps: number }
+
 /** Abort word: (reason << 16) | (rank + 1). */
 const ABORT = { TIMEOUT: 1, GONE: 2, MISMATCH: 3, LEFT: 4 } as const;
 const SLICE_MS = 10;
@@ -145,6 +153,46 @@ export class ShmPlane {
       if (e instanceof CoordinatorError) throw e;
       throw new CoordinatorError('CONNECTION_LOST', `shm plane: ${(e as Error).message}`);
     }
+  }
+
+  /**
+   * Maps a segment that this process already mapped as a plane (its `threadPath()`), for a worker thread: no
+   * rendezvous, no attach, nothing unlinked. Throws CONNECTION_LOST when the mapping fails.
+   */
+  static adopt(o: ShmPlaneOptions & { chunkElems: number }): ShmPlane {
+    const k = shmAddon();
+    if (!k) throw new CoordinatorError('CONNECTION_LOST', `the shared-memory data plane is unavailable in this thread: ${shmUnavailable()}`);
+    try {
+      return new ShmPlane(k, k.open(o.path, segmentBytes(o.ranks, o.chunkElems)), o.rank, o.ranks, o.chunkElems, o.timeoutMs);
+    } catch (e) {
+      throw new CoordinatorError('CONNECTION_LOST', `shm plane: cannot map ${o.path} again in this thread: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * A path at which another thread of this process maps the same segment (`adopt`): its name under /dev/shm is
+   * unlinked once every rank mapped it, but the descriptor the addon keeps open still reaches it.
+   */
+  threadPath(): string {
+    return `/proc/self/fd/${this.k.fd(this.seg)}`;
+  }
+
+  cursor(): ShmCursor {
+    return { q: this.q, lastSteps: this.lastSteps };
+  }
+
+  /** Continues after the collectives another plane over this segment issued (its `cursor()`). */
+  setCursor(c: ShmCursor): void {
+    if (this.busy) throw new CoordinatorError('BUSY', 'cannot move the cursor of an shm plane during a collective');
+    this.q = c.q;
+    this.lastSteps = c.lastSteps;
+  }
+
+  /** Unmaps this thread's mapping without failing anyone (an adopted plane that is done; the owner's stays). */
+  release(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.k.unmap(this.seg);
   }
 
   /**
