@@ -14,6 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelError } from './errors.js';
+import { tapGradient } from './grad-tap.js';
 import * as native from './native.js';
 import * as gpu from './webgpu-kernels.js';
 
@@ -62,13 +63,19 @@ export function batchNormRelu(x: tf.Tensor4D, p: BatchNormParams, training: bool
       gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
         const [sx, sg, sm, sv, sy] = saved as [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D, tf.Tensor1D, tf.Tensor4D];
         const fast = native.bnReluBackward(sx, sy, dy, sm, sv, sg, BN_EPS) ?? gpu.bnReluBackward(sx, sy, dy, sm, sv, sg, BN_EPS);
-        if (fast) return fast;
+        if (fast) {
+          tapGradient(gamma, fast[1]);
+          tapGradient(beta, fast[2]);
+          return fast;
+        }
         const g = tf.mul(dy, tf.step(sy));                       // through the ReLU
         const xhat = tf.batchNorm4d(sx, sm, sv, undefined, undefined, BN_EPS);
         const dbeta = channelSum(g, c);
         const dgamma = channelSum(tf.mul(g, xhat), c);
         const a = tf.mul(sg, tf.rsqrt(tf.add(sv, BN_EPS)));       // gamma / std
         const am = tf.div(a, -count) as tf.Tensor1D;
+        tapGradient(gamma, dgamma);
+        tapGradient(beta, dbeta);
         const dx = tf.add(tf.mul(g, a), tf.batchNorm4d(sx, sm, sv, tf.mul(am, dbeta) as tf.Tensor1D, tf.mul(am, dgamma) as tf.Tensor1D, BN_EPS));
         return [dx, dgamma, dbeta];
       },

@@ -8,6 +8,7 @@
  * product each.
  */
 import * as tf from '@tensorflow/tfjs';
+import { tapGradient } from './grad-tap.js';
 import { col2im, im2col, matMul, nativeActive } from './native.js';
 import * as gpu from './webgpu-kernels.js';
 
@@ -48,7 +49,9 @@ function convOp(stride: number, pad: number): ConvOp {
         value: forward(x, w, stride, pad),
         gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
           const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
-          return [inputGradient(dy, sw, sx.shape, stride, pad), filterGradient(sx, dy, sw.shape[0], stride, pad)];
+          const dw = filterGradient(sx, dy, sw.shape[0], stride, pad);
+          tapGradient(w, dw); // before dx: the exchange of dW can start while dx is computed
+          return [inputGradient(dy, sw, sx.shape, stride, pad), dw];
         },
       };
     }) as never) as ConvOp;
@@ -85,8 +88,11 @@ function convNoInputGrad(x: tf.Tensor4D, stride: number, pad: number): ConvOp {
     save([x]); // kept by the tape until backprop: x may belong to a scope that ends before then
     return {
       value: forward(x, w, stride, pad),
-      gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) =>
-        [filterGradient(saved[0] as tf.Tensor4D, dy, w.shape[0], stride, pad)],
+      gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
+        const dw = filterGradient(saved[0] as tf.Tensor4D, dy, w.shape[0], stride, pad);
+        tapGradient(w, dw);
+        return [dw];
+      },
     };
   }) as never) as ConvOp;
 }

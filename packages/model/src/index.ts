@@ -10,6 +10,7 @@ export { GoogLeNet } from './googlenet.js';
 export type { GoogLeNetOptions, GoogLeNetOutput, NamedVariable, ForwardOptions } from './googlenet.js';
 export { googlenetLoss, computeGradients, crossEntropy, AUX_WEIGHT } from './loss.js';
 export type { GradientResult } from './loss.js';
+export { withGradTap, type GradTap } from './grad-tap.js';
 export { stateDict, loadStateDict, saveWeights, loadWeights } from './state-dict.js';
 export { encodeSafetensors, decodeSafetensors } from './safetensors.js';
 export type { HostTensor, Dtype } from './safetensors.js';

@@ -4,6 +4,7 @@
  * step). Here every product is plain and only the small [N, *] operands are transposed.
  */
 import * as tf from '@tensorflow/tfjs';
+import { tapGradient } from './grad-tap.js';
 import { matMul } from './native.js';
 
 const op = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, save: tf.GradSaveFunc) => {
@@ -12,11 +13,11 @@ const op = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, save:
     value: tf.add(matMul(x, w), b),
     gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
       const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
-      return [
-        matMul(dy, sw, false, true),  // dx = dy W^T   [N, in]
-        matMul(sx, dy, true),         // dW = x^T dy   [in, out]
-        tf.sum(dy, 0),                // db
-      ];
+      const dw = matMul(sx, dy, true);  // dW = x^T dy   [in, out]
+      const db = tf.sum(dy, 0);
+      tapGradient(w, dw);
+      tapGradient(b, db);
+      return [matMul(dy, sw, false, true), dw, db];  // dx = dy W^T   [N, in]
     },
   };
 }) as never) as (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;

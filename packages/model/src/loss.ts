@@ -1,6 +1,7 @@
 /** The seed's training loss and one micro-batch's gradients. */
 import * as tf from '@tensorflow/tfjs';
 import type { GoogLeNet, GoogLeNetOutput } from './googlenet.js';
+import { withGradTap, type GradTap } from './grad-tap.js';
 
 export const AUX_WEIGHT = 0.3;
 
@@ -50,14 +51,16 @@ export interface GradientResult {
  * All returned tensors belong to the caller's scope (dispose them, or call inside tf.tidy).
  */
 export function computeGradients(model: GoogLeNet, x: tf.Tensor4D, labels: tf.Tensor1D,
-  opts: { auxWeight: number; dropoutSeed: number; labelSmoothing?: number; lossScale?: number }): GradientResult {
+  opts: { auxWeight: number; dropoutSeed: number; labelSmoothing?: number; lossScale?: number; onGradient?: GradTap }): GradientResult {
   let logits: tf.Tensor2D | undefined;
   // Dynamic loss scaling (f16): gradients of loss x lossScale; the returned loss stays unscaled.
   const scale = opts.lossScale ?? 1;
   let unscaled: tf.Scalar | undefined;
   let stats: tf.Tensor[] = [];
   const vars = model.params.map((p) => p.variable);
-  const { value, grads } = tf.variableGrads(() => {
+  // onGradient sees each parameter's gradient during the backward, in the order the backward computes them.
+  const backward = (f: () => tf.Scalar) => (opts.onGradient ? withGradTap(opts.onGradient, () => tf.variableGrads(f, vars)) : tf.variableGrads(f, vars));
+  const { value, grads } = backward(() => {
     const out = model.forward(x, { training: true, dropoutSeed: opts.dropoutSeed });
     // variableGrads keeps only the loss of its forward scope; keep these too, and re-home them below.
     logits = tf.keep(out.main);
@@ -66,7 +69,7 @@ export function computeGradients(model: GoogLeNet, x: tf.Tensor4D, labels: tf.Te
     if (scale === 1) return loss;
     unscaled = tf.keep(loss);
     return tf.mul(loss, scale) as tf.Scalar;
-  }, vars);
+  });
   const adopt = <T extends tf.Tensor>(t: T): T => {
     const c = tf.clone(t); // tracked by the caller's scope, unlike the kept original
     t.dispose();
