@@ -25,6 +25,7 @@ const FLAGS = {
   steps: { type: 'int', min: 3, default: 8, help: 'steps per run (the first 2 are warm-up)' },
   torch: { type: 'boolean', default: true, help: 'run the PyTorch reference (/usr/bin/python3 with torch)' },
   'torch-threads': { type: 'int', min: 1, default: 2, help: 'PyTorch threads' },
+  scaling: { type: 'boolean', default: true, help: 'cpu/wasm: also run 1 worker with 1 thread, the baseline of scaling2 (2 workers get 1 thread each on 2 cores)' },
   host: { type: 'boolean', default: true, help: 'webgpu: host ms per step on Dawn\'s null backend: stock tfjs kernels, ours, ours replayed' },
   'host-shape': { type: 'string', default: '32x4', help: 'SIZExBATCH of the null-backend runs (the null backend holds 512 MiB: no 224 px step fits)' },
   'host-steps': { type: 'int', min: 6, default: 12, help: 'steps per null-backend run (replay starts at step 4; medians of steps 6 on)' },
@@ -35,6 +36,8 @@ const FLAGS = {
 interface Row {
   shape: string;
   workers: number;
+  /** Compute threads per worker (the native kernels'); the launcher gives each worker cores / workers. */
+  threads: number;
   precision: string;
   imgPerSec: number;
   ms: { wall: number; data: number; compute: number; reduce: number; apply: number };
@@ -54,7 +57,7 @@ const median = (xs: number[]) => {
   return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : NaN;
 };
 
-function ours(size: number, batch: number, classes: number, workers: number, precision: string, f: Record<string, unknown>): Row {
+function ours(size: number, batch: number, classes: number, workers: number, precision: string, f: Record<string, unknown>, threads?: number): Row {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-'));
   // webgpu: the last step runs with a timestamp query around every kernel (GPU time per kernel); it is slower,
   // so it is left out of the throughput figures.
@@ -64,7 +67,9 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
     `--steps=${f.steps}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
     `--profile-step=${profile}`, `--precision=${precision}`,
   ];
-  const r = spawnSync(path.join(root, 'node_modules/.bin/tsx'), args, { cwd: root, encoding: 'utf8' });
+  // The launcher gives each worker floor(cores / workers) native threads; `threads` pins it (the scaling baseline).
+  const env = threads === undefined ? process.env : { ...process.env, GOOGLENET_NATIVE_THREADS: String(threads) };
+  const r = spawnSync(path.join(root, 'node_modules/.bin/tsx'), args, { cwd: root, encoding: 'utf8', env });
   if (r.status !== 0) throw new Error(`train run failed (${size}x${batch}, ${workers} workers):\n${r.stderr.slice(-2000)}`);
   const all = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step');
   const steps = all.slice(2).filter((x) => x.step !== profile);
@@ -73,12 +78,33 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
   const ms = (k: string) => median(steps.map((s) => s.ms[k] as number));
   const row: Row = {
     shape: `${size}x${size} b${batch}`, workers, precision,
+    threads: threads ?? Math.max(1, Math.floor(os.availableParallelism() / workers)),
     imgPerSec: median(steps.map((s) => s.imgPerSec as number)),
     ms: { wall: ms('wall'), data: ms('data'), compute: ms('compute'), reduce: ms('reduce'), apply: ms('apply') },
   };
   if (steps.some((s) => s.dispatches !== undefined)) row.dispatches = median(steps.map((s) => s.dispatches as number));
   if (profiled) row.gpu = profiled.gpu;
   return row;
+}
+
+/**
+ * scaling2: img/s of 2 workers (one thread each) over 1 worker with one thread, fp32: what the exchange lets data
+ * parallelism keep. scaling2Default: over 1 worker with the launcher's default threads (all cores). reducePct: the
+ * 2-worker step's reduce phase as a share of its wall time.
+ */
+interface Scaling { scaling2?: number; scaling2Default?: number; reducePct?: number }
+
+function scaling(rows: Row[]): Scaling {
+  const fp32 = rows.filter((r) => r.precision === 'fp32');
+  const two = fp32.find((r) => r.workers === 2);
+  if (!two) return {};
+  const oneThread = fp32.find((r) => r.workers === 1 && r.threads === 1);
+  const oneDefault = fp32.find((r) => r.workers === 1 && r.threads !== 1) ?? oneThread;
+  return {
+    scaling2: oneThread ? two.imgPerSec / oneThread.imgPerSec : undefined,
+    scaling2Default: oneDefault ? two.imgPerSec / oneDefault.imgPerSec : undefined,
+    reducePct: (100 * two.ms.reduce) / two.ms.wall,
+  };
 }
 
 /** One null-backend configuration of the host table. */
@@ -186,27 +212,42 @@ function main() {
   const precisions = asked.includes('f16') ? ['fp32', 'f16'] : ['fp32'];
   // --shapes=none: only the host table (webgpu).
   const shapes = f.shapes === 'none' ? [] : String(f.shapes).split(',').map((s) => s.split('x').map(Number) as [number, number]);
-  const results: { shape: string; ours: Row[]; best: number; pytorch?: number; ratio?: number }[] = [];
+  const results: { shape: string; ours: Row[]; best: number; pytorch?: number; ratio?: number; scaling?: Scaling }[] = [];
   for (const [size, batch] of shapes) {
     const classes = size >= 224 ? 1000 : 10;
     const rows = workers.flatMap((w) => precisions.map((p) => ours(size, batch, classes, w, p, f)));
+    // Data-parallel scaling holds the compute per worker fixed, as torchrun with OMP_NUM_THREADS=1 per rank: one
+    // worker with one thread beside N workers with one each. A lone worker's default (all cores) is a different
+    // question, answered by its own row.
+    const cpuRun = f.backend !== 'webgpu';
+    const perCore = Math.floor(os.availableParallelism() / Math.max(...workers));
+    if (cpuRun && f.scaling && workers.includes(1) && workers.some((w) => w > 1) && perCore === 1) {
+      rows.push(...precisions.map((p) => ours(size, batch, classes, 1, p, f, 1)));
+    }
     const best = Math.max(...rows.map((r) => r.imgPerSec));
     // On webgpu the anchor is PyTorch on the same GPU (quoted); a CPU PyTorch run would compare nothing.
     const gpuAnchor = f.backend === 'webgpu' ? PYTORCH_H200[batch] : undefined;
     const pytorch = f.backend === 'webgpu' ? gpuAnchor : f.torch ? torchRef(size, batch, classes, f.torchThreads as number) : undefined;
-    results.push({ shape: `${size}x${size} b${batch} (${classes} classes)`, ours: rows, best, pytorch, ratio: pytorch ? best / pytorch : undefined });
+    results.push({ shape: `${size}x${size} b${batch} (${classes} classes)`, ours: rows, best, pytorch, ratio: pytorch ? best / pytorch : undefined, scaling: scaling(rows) });
   }
   const fmt = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
   console.log('\ntraining throughput (images/s, all workers together; phases are median ms per step on rank 0)\n');
   const gpuRun = f.backend === 'webgpu';
   const ref = gpuRun ? 'PyTorch H200 fp32 (ANCHORS.md)' : 'PyTorch 2 threads';
-  console.log(`| shape | workers | precision | img/s | data | compute | reduce | apply |${gpuRun ? ' dispatches | GPU ms |' : ''} ${ref} | best/PyTorch |`);
-  console.log(`|---|---|---|---|---|---|---|---|${gpuRun ? '---|---|' : ''}---|---|`);
+  console.log(`| shape | workers | threads | precision | img/s | data | compute | reduce | apply |${gpuRun ? ' dispatches | GPU ms |' : ''} ${ref} | best/PyTorch |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|${gpuRun ? '---|---|' : ''}---|---|`);
   for (const r of results) {
     r.ours.forEach((o, i) => {
       const gpuCols = gpuRun ? ` ${fmt(o.dispatches, 0)} | ${fmt(o.gpu?.kernelMs)} |` : '';
-      console.log(`| ${r.shape} | ${o.workers} | ${o.precision} | ${fmt(o.imgPerSec)} | ${fmt(o.ms.data)} | ${fmt(o.ms.compute)} | ${fmt(o.ms.reduce)} | ${fmt(o.ms.apply)} |${gpuCols} ${i === 0 ? fmt(r.pytorch) : ''} | ${i === 0 ? fmt(r.ratio, 2) : ''} |`);
+      console.log(`| ${r.shape} | ${o.workers} | ${o.threads} | ${o.precision} | ${fmt(o.imgPerSec)} | ${fmt(o.ms.data)} | ${fmt(o.ms.compute)} | ${fmt(o.ms.reduce)} | ${fmt(o.ms.apply)} |${gpuCols} ${i === 0 ? fmt(r.pytorch) : ''} | ${i === 0 ? fmt(r.ratio, 2) : ''} |`);
     });
+  }
+  for (const r of results) {
+    const s = r.scaling;
+    if (s?.reducePct !== undefined) {
+      console.log(`\n${r.shape}: reduce ${fmt(s.reducePct)} % of the 2-worker step; 2 workers / 1 worker (1 thread each): ` +
+        `scaling2 ${fmt(s.scaling2, 2)}x; over 1 worker with the default threads: ${fmt(s.scaling2Default, 2)}x`);
+    }
   }
   for (const r of results) {
     for (const o of r.ours) {
@@ -230,7 +271,9 @@ function main() {
   const replayed = host?.rows.find((r) => r.mode === 'our kernels, replayed');
   const stock = host?.rows.find((r) => r.mode === 'stock tfjs kernels');
   console.log('\n' + JSON.stringify({
-    bench: 'trainer', backend: f.backend, cpus: os.cpus().length, results,
+    bench: 'trainer', backend: f.backend, cpus: os.cpus().length,
+    ...(results[0]?.scaling?.reducePct !== undefined ? { scaling2: results[0].scaling.scaling2, reducePct: results[0].scaling.reducePct } : {}),
+    results,
     ...(host ? { hostMsPerStep: replayed?.estimateMsPerStep ?? replayed?.hostMsPerStep, hostMsPerStepStock: stock?.estimateMsPerStep ?? stock?.hostMsPerStep, host } : {}),
   }));
 }
