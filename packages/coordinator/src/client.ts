@@ -11,6 +11,7 @@ import { PeerPlane, type PeerFailureCode, type PeerTiming } from './peer.js';
 import { DATA_PLANES, type DataPlaneChoice } from './plane-select.js';
 import { Arena, align16 } from './reduce.js';
 import { ShmPlane, shmSpaceProblem } from './shm-plane.js';
+import { HierPlane } from './hier-plane.js';
 import { OverlapExchange, type BucketRanges } from './overlap.js';
 import { shmUnavailable } from './shm-native.js';
 
@@ -58,7 +59,7 @@ export interface ClientOptions {
  */
 export interface ClientTiming {
   encodeMs: number; sendMs: number; waitMs: number; decodeMs: number; totalMs: number;
-  dataPlane?: 'shm' | 'peer' | 'coordinator'; receiveMs?: number; sumMs?: number; returnMs?: number; flushMs?: number;
+  dataPlane?: 'shm' | 'hier' | 'peer' | 'coordinator'; receiveMs?: number; sumMs?: number; returnMs?: number; flushMs?: number;
 }
 // On the shm plane: encodeMs = copying into the segment, receiveMs = waiting for the other ranks' steps, sumMs =
 // reducing this rank's shards, decodeMs = copying the other shards' results out.
@@ -107,6 +108,8 @@ export class CoordinatorClient {
   private shm: ShmPlane | null = null;
   /** shm plane: the last collective the coordinator answered with go (they come in order). */
   private shmGo = 0;
+  /** Set when the job spans machines and uses the hierarchical plane (the welcome listed `machines`). */
+  private hier: HierPlane | null = null;
   private peerFailureTimer: NodeJS.Timeout | null = null;
   private readonly maxMessageBytes: number;
   private seq = 0;
@@ -122,8 +125,8 @@ export class CoordinatorClient {
 
   private constructor(private readonly ws: WebSocket, private readonly opts: Required<Omit<ClientOptions, 'runId' | 'token' | 'ca' | 'log'>> & ClientOptions,
     welcome: WelcomeMsg, private readonly arena: Arena, plane: PeerPlane | null) {
-    this.plane = welcome.peers ? plane : null;
-    if (plane && !this.plane) plane.destroy();
+    this.plane = welcome.peers && !welcome.machines ? plane : null;
+    if (plane && !this.plane && !welcome.machines) plane.destroy(); // hier: openHier() takes it
     if (this.plane) this.plane.onFailure = (peer, code, reason) => this.onPeerFailure(peer, code, reason);
     this.rank = opts.rank;
     this.worldSize = opts.worldSize;
@@ -181,8 +184,9 @@ export class CoordinatorClient {
       try {
         const welcome = await handshake(ws, opts, deadline, plane?.port, myHost);
         const client = new CoordinatorClient(ws, opts, welcome, arena, plane);
+        if (welcome.machines) await client.openHier(welcome, plane!);
         if (client.plane) await client.openPeers(welcome);
-        if (welcome.shm) await client.openShm(welcome.shm);
+        if (welcome.shm && !welcome.machines) await client.openShm(welcome.shm);
         return client;
       } catch (e) {
         ws.terminate();
@@ -206,6 +210,17 @@ export class CoordinatorClient {
     } catch (e) {
       throw this.failure ?? new CoordinatorError('CONNECTION_LOST', `rank ${this.rank}: ${(e as Error).message}; ` +
         `workers must reach each other's data ports over TCP (or start the coordinator with dataPlane: 'coordinator')`);
+    }
+  }
+
+  /** Hierarchical plane: maps this machine's segment and connects carriers across machines (hier-plane.ts). */
+  private async openHier(welcome: WelcomeMsg, links: PeerPlane): Promise<void> {
+    try {
+      this.hier = await HierPlane.open({ path: welcome.shm!, rank: this.rank, machines: welcome.machines!, peers: welcome.peers!, dataKey: welcome.dataKey!, links, timeoutMs: this.opts.timeoutMs });
+      this.hier.onFailure = (peer, code, reason) => this.onPeerFailure(peer, code, reason);
+    } catch (e) {
+      throw this.failure ?? new CoordinatorError((e as CoordinatorError).code ?? 'CONNECTION_LOST', `rank ${this.rank}: ${(e as Error).message}; ` +
+        `ranks with one host id must share /dev/shm and reach the other machines' data ports over TCP (or start the coordinator with dataPlane: 'peer')`);
     }
   }
 
@@ -299,6 +314,7 @@ export class CoordinatorClient {
     const dtype: DType = op === 'mean' && this.opts.gradCompression === 'fp16' && !o.lossless ? 'f16' : 'f32';
     const tail = o.tail === true;
     if (this.shm) return this.shmCollective(op, dtype, data, metrics, t0, tail, o.skip ?? 0);
+    if (this.hier) return this.hierCollective(op, dtype, data, metrics, t0, tail);
     if (this.plane) return this.peerCollective(op, dtype, data, metrics, t0, tail);
     const esize = bytesPer(dtype);
     const numel = data.length;
@@ -403,8 +419,37 @@ export class CoordinatorClient {
     this.shmGo = m.seq;
   }
 
+  /** Hierarchical plane: announced like a peer-plane collective; the exchange starts at the go (which carries the metric sums). */
+  private hierCollective(op: Op, dtype: DType, data: Float32Array, metrics: Float64Array | undefined, t0: number, tail: boolean): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const p = this.announce(op, dtype, data, metrics, t0, tail, resolve, reject, `the coordinator at ${this.opts.url} or another rank is stuck`);
+      this.hier!.begin(p.seq, op, dtype, data); // frames from other machines may arrive from the go on
+    });
+  }
+
+  private onHierGo(m: GoMsg): void {
+    const p = this.pending;
+    if (!p || m.seq !== p.seq || p.tFirst) throw new Error(`go for collective ${m.seq} was not expected`);
+    if (p.metrics) {
+      if (!m.metrics || m.metrics.length !== p.metrics.length) throw new Error('go carries no (or wrongly sized) metrics');
+      p.metrics.set(m.metrics);
+    }
+    p.tFirst = performance.now();
+    this.hier!.run().then((t) => {
+      if (this.pending !== p) return;
+      clearTimeout(p.timer);
+      this.pending = null;
+      this.lastTiming = {
+        encodeMs: t.copyInMs, sendMs: 0, waitMs: p.tFirst - p.tSent, decodeMs: t.copyOutMs, totalMs: performance.now() - p.t0,
+        dataPlane: 'hier', receiveMs: t.waitMs + t.linkMs, sumMs: t.sumMs, flushMs: t.flushMs,
+      };
+      p.resolve();
+    }, (e: CoordinatorError) => this.fail(e));
+  }
+
   private onGo(m: GoMsg): void {
     if (this.shm) return this.onShmGo(m);
+    if (this.hier) return this.onHierGo(m);
     const p = this.pending;
     if (!p?.peer || m.seq !== p.seq || p.peer.go) throw new Error(`go for collective ${m.seq} was not expected`);
     if (p.metrics) {
@@ -517,6 +562,7 @@ export class CoordinatorClient {
     if (this.peerFailureTimer) clearTimeout(this.peerFailureTimer);
     this.plane?.destroy();
     this.shm?.close(); // a collective the other ranks wait in fails for them at once
+    this.hier?.destroy();
     const p = this.pending;
     this.pending = null;
     if (p) {
@@ -561,6 +607,7 @@ export class CoordinatorClient {
     }
     this.plane?.close();
     this.shm?.close();
+    this.hier?.close();
     if (this.ws.readyState !== WebSocket.CLOSED) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => { this.ws.terminate(); resolve(); }, 2000);

@@ -4,7 +4,7 @@ import { who, type Conn } from './conn.js';
 import { abort, onClose } from './failures.js';
 import { onColl, onPeerFailure } from './peer-control.js';
 import { choosePlane, type DataPlane, type DataPlaneChoice } from './plane-select.js';
-import { CloseCode, ProtocolViolation, encode, type CollMsg, type HelloMsg, type Message } from './protocol.js';
+import { CloseCode, ProtocolViolation, encode, type CollMsg, type HelloMsg, type Message, type WelcomeMsg } from './protocol.js';
 import { Arena } from './reduce.js';
 import { Rendezvous } from './rendezvous.js';
 import type { Round } from './rounds.js';
@@ -63,8 +63,8 @@ export class Job {
         if (this.plane !== 'coordinator') throw new ProtocolViolation(CloseCode.UNEXPECTED, `data through the coordinator in a job that uses the ${this.plane} data plane`);
         return onData(this, conn, msg, payload);
       case 'coll':
-        // The shm plane is controlled like the peer plane: announcements here, bytes between the workers.
-        if (this.plane === 'coordinator' || this.state !== 'running') throw new ProtocolViolation(CloseCode.UNEXPECTED, 'coll outside a job that uses the peer or shm data plane');
+        // The shm and hier planes are controlled like the peer plane: announcements here, bytes between the workers.
+        if (this.plane === 'coordinator' || this.state !== 'running') throw new ProtocolViolation(CloseCode.UNEXPECTED, 'coll outside a job that uses the peer, hier or shm data plane');
         if (this.plane === 'shm') return this.onShmColl(conn, msg);
         return onColl(this, conn, msg);
       case 'peerFailure': return onPeerFailure(this, conn, msg);
@@ -159,19 +159,24 @@ export class Job {
     this.rdvTimer = null;
     this.state = 'running';
     this.rdv.runId ??= randomUUID();
-    const { plane, why } = choosePlane(this.opts.dataPlane, this.workers.map((w) => ({ dataPort: w!.dataPort, hostId: w!.hostId })));
+    const { plane, why, machines } = choosePlane(this.opts.dataPlane, this.workers.map((w) => ({ dataPort: w!.dataPort, hostId: w!.hostId })));
     this.plane = plane;
-    const welcome = encode({
+    const segment = () => `/dev/shm/googlenet-${randomBytes(12).toString('hex')}`;
+    const fields: WelcomeMsg = {
       v: 1, type: 'welcome', generation: this.generation, worldSize: this.opts.worldSize, runId: this.rdv.runId, maxMessageBytes: this.opts.maxMessageBytes,
       // The address each worker's WebSocket came from, and a fresh key per generation (only ever sent over the
       // authenticated WebSocket) that every data connection must present.
-      ...(plane === 'peer' ? { peers: this.workers.map((w) => ({ host: hostOf(w!.address), port: w!.dataPort! })), dataKey: randomBytes(32).toString('hex') } : {}),
+      ...(plane === 'peer' || plane === 'hier' ? { peers: this.workers.map((w) => ({ host: hostOf(w!.address), port: w!.dataPort! })), dataKey: randomBytes(32).toString('hex') } : {}),
       // A fresh, unguessable segment name per generation (a restarted job never meets a dead one's segment).
-      ...(plane === 'shm' ? { shm: `/dev/shm/googlenet-${randomBytes(12).toString('hex')}` } : {}),
-    });
+      ...(plane === 'shm' ? { shm: segment() } : {}),
+    };
+    // hier: one segment per machine, so each machine's workers get their own path.
+    const paths = machines?.slice(1).map(segment);
+    const machineOf = (rank: number) => machines!.findIndex((b) => b > rank) - 1;
+    const welcome = paths ? null : encode(fields);
     for (const w of this.workers) {
       w!.state = 'running';
-      w!.ws.send(welcome);
+      w!.ws.send(welcome ?? encode({ ...fields, machines: machines!, shm: paths![machineOf(w!.rank!)]! }));
     }
     this.log(`coordinator: all ${this.opts.worldSize} workers joined; run ${this.rdv.runId}, generation ${this.generation}, data plane ${this.plane} (${why})`);
   }

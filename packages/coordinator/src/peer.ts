@@ -82,6 +82,17 @@ export interface PeerTiming {
   flushMs: number;
 }
 
+/**
+ * Receives the chunk frames of a peer when another exchange than the flat one drives the connections (the
+ * hierarchical plane, hier-plane.ts): `header` validates a frame against the one expected next from peer j and
+ * returns where its payload goes (exactly that many bytes are read, straight there), or throws (the connection is
+ * dropped and reported as a PROTOCOL_ERROR); `payload` says that the payload is in place.
+ */
+export interface FrameSink {
+  header(j: number, m: ChunkMsg): Buffer;
+  payload(j: number, m: ChunkMsg): void;
+}
+
 /** Accept-side state of a connection until its hello is verified. */
 interface PendingHello { hello: Buffer; got: number; complete: boolean; address: string; timer: NodeJS.Timeout }
 
@@ -112,6 +123,8 @@ export class PeerPlane {
   onFailure: (peer: number, code: PeerFailureCode, reason: string) => void = () => {};
   /** Called once per refused connection, with where it came from (for the log). */
   onReject: (code: PeerRejectCode, reason: string, address: string) => void = () => {};
+  /** Set: frames go to this sink instead of this plane's own collective (begin/go). */
+  sink: FrameSink | null = null;
 
   private constructor(private readonly server: Server, readonly port: number, private readonly arena: Arena, private readonly maxUnverified: number) {
     server.on('connection', (s) => this.onAccept(s));
@@ -274,13 +287,14 @@ export class PeerPlane {
             throw new ProtocolViolation(CloseCode.UNEXPECTED, `expected a chunk frame with payload at ${PEER_FRAME_HEADER}, got '${msg.type}'`);
           }
           cur = msg;
-          dest = this.frameHeader(j, msg);
+          dest = this.sink ? this.sink.header(j, msg) : this.frameHeader(j, msg);
           dgot = 0;
         } else {
           dgot += n;
           if (dgot < dest.length) return true;
           dest = null;
-          this.framePayload(j, cur!);
+          if (this.sink) this.sink.payload(j, cur!);
+          else this.framePayload(j, cur!);
         }
         return true;
       } catch (e) {
@@ -405,19 +419,25 @@ export class PeerPlane {
    * arena) right after. A failed write leaves the count up: the broken connection is reported and the job aborts.
    */
   private write(x: Exchange, j: number, h: ChunkMsg, payload: Uint8Array): void {
+    x.writesLeft++;
+    if (!this.sendFrame(j, h, payload, () => { x.writesLeft--; this.checkDone(x); })) x.writesLeft--;
+  }
+
+  /**
+   * Queues one frame (header + payload, no copy of the payload) to peer j; `written` runs once libuv handed all of
+   * it to the kernel, never for a failed write. False when the connection is gone (its close was reported; the
+   * coordinator aborts the job).
+   */
+  sendFrame(j: number, h: ChunkMsg, payload: Uint8Array, written: () => void): boolean {
     const s = this.out[j];
-    if (!s || s.destroyed) return; // its close was reported; the coordinator aborts the job
+    if (!s || s.destroyed) return false;
     const hdr = Buffer.allocUnsafe(PEER_FRAME_HEADER);
     writeHeader(hdr, h, PEER_FRAME_HEADER);
-    x.writesLeft++;
     s.cork();
     s.write(hdr);
-    s.write(payload, (err) => {
-      if (err) return;
-      x.writesLeft--;
-      this.checkDone(x);
-    });
+    s.write(payload, (err) => { if (!err) written(); });
     s.uncork();
+    return true;
   }
 
   /** Validates a chunk header against the one expected next from this peer; returns where its payload goes. */

@@ -48,11 +48,12 @@ export interface SignatureEntry { name: string; shape: number[] }
 export interface HelloMsg { v: 1; type: 'hello'; rank: number; worldSize: number; runId?: string; signature: SignatureEntry[]; dataPort?: number; hostId?: string }
 /**
  * `peers` + `dataKey` (64 hex chars, per generation) select the peer data plane; `shm` (the segment's path, per
- * generation) the shared-memory plane; neither: data goes through the coordinator.
+ * generation) the shared-memory plane; all three plus `machines` (the first rank of each machine, then worldSize)
+ * the hierarchical plane, `shm` then being this worker's machine's segment; none: data goes through the coordinator.
  */
 export interface WelcomeMsg {
   v: 1; type: 'welcome'; generation: number; worldSize: number; runId: string; maxMessageBytes: number;
-  peers?: PeerAddress[]; dataKey?: string; shm?: string;
+  peers?: PeerAddress[]; dataKey?: string; shm?: string; machines?: number[];
 }
 /** The only segment paths a worker maps (a coordinator cannot make it create or open any other file). */
 export const SHM_PATH = /^\/dev\/shm\/googlenet-[0-9a-f]{24}$/;
@@ -189,7 +190,14 @@ function validate(m: Record<string, unknown>): void {
       if (m.peers !== undefined && (!Array.isArray(m.peers) || m.peers.length !== m.worldSize ||
         !m.peers.every((p: PeerAddress) => typeof p === 'object' && p !== null && isStr(p.host, 256) && isInt(p.port, 1)))) bad('welcome: bad peers');
       if ((m.peers === undefined) !== (m.dataKey === undefined) || (m.dataKey !== undefined && !(isStr(m.dataKey) && /^[0-9a-f]{64}$/.test(m.dataKey)))) bad('welcome: bad dataKey');
-      if (m.shm !== undefined && !(isStr(m.shm, 64) && SHM_PATH.test(m.shm) && m.peers === undefined)) bad('welcome: bad shm segment path');
+      if (m.shm !== undefined && !(isStr(m.shm, 64) && SHM_PATH.test(m.shm) && (m.peers === undefined) === (m.machines === undefined))) bad('welcome: bad shm segment path');
+      if (m.machines !== undefined) {
+        const b = m.machines as unknown[];
+        if (!(m.shm !== undefined && Array.isArray(b) && b.length >= 3 && b.length <= (m.worldSize as number) + 1 && b[0] === 0 &&
+          b[b.length - 1] === m.worldSize && b.every((x, i) => isInt(x) && (i === 0 || x > (b[i - 1] as number))))) {
+          bad('welcome: bad machines (the first rank of each machine, increasing from 0, then worldSize)');
+        }
+      }
       return;
     case 'coll':
       if (!isInt(m.seq, 1) || !isInt(m.numel) || !isInt(m.bucketElems, 1)) bad('coll: seq, numel, bucketElems must be integers');

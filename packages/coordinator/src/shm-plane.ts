@@ -71,7 +71,7 @@ export interface ShmTiming {
 export interface ShmCursor { q: number; lastSteps: number }
 
 /** Abort word: (reason << 16) | (rank + 1). */
-const ABORT = { TIMEOUT: 1, GONE: 2, MISMATCH: 3, LEFT: 4 } as const;
+export const ABORT = { TIMEOUT: 1, GONE: 2, MISMATCH: 3, LEFT: 4 } as const;
 const SLICE_MS = 10;
 const HEADER = 64;
 const LINE = 64;
@@ -122,37 +122,8 @@ export class ShmPlane {
     if (!(Number.isInteger(chunk) && chunk >= 8 && chunk % 8 === 0 && chunk <= MAX_CHUNK)) {
       throw new CoordinatorError('INVALID_OPTIONS', `shm plane: chunkElems must be a multiple of 8 in 8..${MAX_CHUNK}, got ${chunk}`);
     }
-    const bytes = segmentBytes(o.ranks, chunk);
-    const deadline = Date.now() + o.timeoutMs;
-    let seg: ArrayBuffer | null = null;
-    try {
-      if (o.rank === 0) seg = k.create(o.path, bytes, o.ranks, chunk);
-      else {
-        while (!seg) {
-          try {
-            seg = k.open(o.path, bytes);
-          } catch (e) {
-            if ((e as { code?: string }).code !== 'ENOENT' || Date.now() > deadline) throw e;
-            await new Promise((r) => setTimeout(r, 2));
-          }
-        }
-      }
-      const mapped = k.attach(seg, o.rank);
-      if (mapped === o.ranks) k.unlink(o.path);
-      const u32 = new Uint32Array(seg, 0, 8);
-      while (u32[4]! < o.ranks) {
-        if (Date.now() > deadline) {
-          throw new CoordinatorError('RENDEZVOUS_TIMEOUT', `only ${u32[4]} of ${o.ranks} ranks mapped the shared segment ${o.path} within ${o.timeoutMs / 1000} s`);
-        }
-        await new Promise((r) => setTimeout(r, 2));
-      }
-      return new ShmPlane(k, seg, o.rank, o.ranks, chunk, o.timeoutMs);
-    } catch (e) {
-      k.unlink(o.path); // nothing may stay behind in /dev/shm
-      if (seg) k.unmap(seg);
-      if (e instanceof CoordinatorError) throw e;
-      throw new CoordinatorError('CONNECTION_LOST', `shm plane: ${(e as Error).message}`);
-    }
+    const seg = await mapSegment(k, o.path, o.rank, o.ranks, chunk, o.timeoutMs);
+    return new ShmPlane(k, seg, o.rank, o.ranks, chunk, o.timeoutMs);
   }
 
   /**
@@ -324,13 +295,7 @@ export class ShmPlane {
 
   /** Ranks whose counter has not reached (q, step). */
   private lagging(q: number, step: number): number[] {
-    const target = q * 2 ** 24 + step, out: number[] = [];
-    for (let r = 0; r < this.ranks; r++) {
-      const w = (HEADER + r * LINE) >> 2;
-      const v = this.u32[w + 1]! * 2 ** 32 + this.u32[w]!;
-      if (r !== this.rank && v < target) out.push(r);
-    }
-    return out;
+    return laggingRanks(this.u32, this.ranks, this.rank, q, step);
   }
 
   private abortWith(reason: number, rank: number): void {
@@ -366,6 +331,56 @@ export class ShmPlane {
   }
 }
 
+/**
+ * Creates (rank 0) or maps the segment of `ranks` ranks at `path` and resolves once every rank has mapped it (the
+ * last one unlinks it). On failure the path is unlinked and nothing stays mapped: CONNECTION_LOST, or
+ * RENDEZVOUS_TIMEOUT when a rank does not map it within timeoutMs. Shared with the hierarchical plane (hier-plane.ts).
+ */
+export async function mapSegment(k: ShmAddon, path: string, rank: number, ranks: number, chunk: number, timeoutMs: number): Promise<ArrayBuffer> {
+  const bytes = segmentBytes(ranks, chunk);
+  const deadline = Date.now() + timeoutMs;
+  let seg: ArrayBuffer | null = null;
+  try {
+    if (rank === 0) seg = k.create(path, bytes, ranks, chunk);
+    else {
+      while (!seg) {
+        try {
+          seg = k.open(path, bytes);
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'ENOENT' || Date.now() > deadline) throw e;
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      }
+    }
+    const mapped = k.attach(seg, rank);
+    if (mapped === ranks) k.unlink(path);
+    const u32 = new Uint32Array(seg, 0, 8);
+    while (u32[4]! < ranks) {
+      if (Date.now() > deadline) {
+        throw new CoordinatorError('RENDEZVOUS_TIMEOUT', `only ${u32[4]} of ${ranks} ranks mapped the shared segment ${path} within ${timeoutMs / 1000} s`);
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    return seg;
+  } catch (e) {
+    k.unlink(path); // nothing may stay behind in /dev/shm
+    if (seg) k.unmap(seg);
+    if (e instanceof CoordinatorError) throw e;
+    throw new CoordinatorError('CONNECTION_LOST', `shm plane: ${(e as Error).message}`);
+  }
+}
+
+/** Ranks (other than `me`) whose progress counter in the segment has not reached (q, step). */
+export function laggingRanks(u32: Uint32Array, ranks: number, me: number, q: number, step: number): number[] {
+  const target = q * 2 ** 24 + step, out: number[] = [];
+  for (let r = 0; r < ranks; r++) {
+    const w = (HEADER + r * LINE) >> 2;
+    const v = u32[w + 1]! * 2 ** 32 + u32[w]!;
+    if (r !== me && v < target) out.push(r);
+  }
+  return out;
+}
+
 /** Bytes of a segment for `ranks` ranks (header, then 2 buffers of ranks + 1 slots of `chunkElems` floats). */
 export function segmentBytes(ranks: number, chunkElems = defaultChunkElems(ranks)): number {
   return headerBytes(ranks) + 2 * (ranks + 1) * chunkElems * 4;
@@ -382,7 +397,8 @@ export function shmSpaceProblem(ranks: number, free: { bavail: number; bsize: nu
   return `/dev/shm has ${mib(have)} free, a segment for ${ranks} ranks needs ${mib(need)} (Docker: --shm-size=256m)`;
 }
 
-function headerBytes(ranks: number): number {
+/** Bytes before the data area: the header and each rank's line and metrics, in whole pages. */
+export function headerBytes(ranks: number): number {
   return Math.ceil((HEADER + ranks * (LINE + MAX_METRICS * 8)) / 4096) * 4096;
 }
 
