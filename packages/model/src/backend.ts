@@ -8,9 +8,9 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from './errors.js';
 import { registerWebgpuModule } from './webgpu-kernels.js';
-import { installF16Kernels } from './webgpu-f16-kernels.js';
+import { installF16Kernels, useSubgroupMatrix } from './webgpu-f16-kernels.js';
 import { verifyPinnedDevice } from './device-select.js';
-import { choosePrecision, PRECISION_FEATURES, setComputePrecision, type PrecisionChoice, type PrecisionRequest, type SubgroupMatrixConfig } from './precision.js';
+import { choosePrecision, PRECISION_FEATURES, setComputePrecision, shape, type PrecisionChoice, type PrecisionRequest, type SubgroupMatrixConfig } from './precision.js';
 
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 
@@ -40,6 +40,8 @@ export interface AdapterInfo {
   features?: string[];
   /** adapter.info.subgroupMatrixConfigs: the cooperative-matrix shapes and types offered ([] when none). */
   subgroupMatrixConfigs?: SubgroupMatrixConfig[];
+  /** adapter.info.subgroupMaxSize: the workgroup x size of the subgroup-matrix GEMM (one subgroup per workgroup). */
+  subgroupMaxSize?: number;
 }
 
 export interface SelectBackendOptions {
@@ -105,7 +107,7 @@ async function activate(name: string): Promise<void> {
 let webgpuReady: AdapterInfo | undefined;
 
 interface DawnAdapter {
-  info?: { vendor?: string; architecture?: string; device?: string; description?: string; subgroupMatrixConfigs?: SubgroupMatrixConfig[] };
+  info?: { vendor?: string; architecture?: string; device?: string; description?: string; subgroupMatrixConfigs?: SubgroupMatrixConfig[]; subgroupMaxSize?: number };
   isFallbackAdapter?: boolean;
   features?: Iterable<string>;
   limits?: Record<string, number>;
@@ -120,7 +122,7 @@ function adapterInfo(a: DawnAdapter): AdapterInfo {
   const features = [...(a.features ?? [])].sort();
   const subgroupMatrixConfigs = [...(i.subgroupMatrixConfigs ?? [])].map(({ componentType, resultComponentType, M, N, K }) =>
     ({ componentType, resultComponentType, M, N, K }));
-  return { vendor, architecture, device, description, software, features, subgroupMatrixConfigs };
+  return { vendor, architecture, device, description, software, features, subgroupMatrixConfigs, ...(i.subgroupMaxSize ? { subgroupMaxSize: i.subgroupMaxSize } : {}) };
 }
 
 /**
@@ -275,7 +277,9 @@ function registerWebgpuOnAdapter(mod: Record<string, unknown>, adapter: DawnAdap
     throw new Unavailable('@tensorflow/tfjs-backend-webgpu exports no WebGPUBackend, or the adapter cannot request a device');
   }
   const offered = new Set(adapter.features ?? []);
-  const requiredFeatures = ['timestamp-query', 'bgra8unorm-storage', ...PRECISION_FEATURES].filter((f) => offered.has(f));
+  // Subgroup matrices need the subgroups feature on the device too (Dawn's feature dependency).
+  const requiredFeatures = ['timestamp-query', 'bgra8unorm-storage', ...PRECISION_FEATURES,
+    ...(offered.has('chromium-experimental-subgroup-matrix') ? ['subgroups'] : [])].filter((f) => offered.has(f));
   const l = adapter.limits ?? {};
   const requiredLimits = Object.fromEntries(['maxComputeWorkgroupStorageSize', 'maxComputeWorkgroupsPerDimension', 'maxStorageBufferBindingSize',
     'maxBufferSize', 'maxComputeWorkgroupSizeX', 'maxComputeInvocationsPerWorkgroup'].filter((k) => l[k] !== undefined).map((k) => [k, l[k]]));
@@ -317,11 +321,21 @@ export async function selectBackend(requested: BackendName, opts: SelectBackendO
     }
     const why = skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ');
     const on = adapter ? ` on ${describeAdapter(adapter)}` : '';
-    const precision = choosePrecision(opts.precision ?? 'fp32', {
+    let precision = choosePrecision(opts.precision ?? 'fp32', {
       backend: INFO_NAME[c], features: adapter?.features, subgroupMatrixConfigs: adapter?.subgroupMatrixConfigs,
     });
     setComputePrecision(precision);
-    if (precision.precision === 'f16') installF16Kernels();
+    if (precision.precision === 'f16') {
+      installF16Kernels();
+      // The adapter lists a usable config: the GEMM runs on it only if this device builds it and it computes right.
+      if (precision.subgroupMatrix) {
+        const why = await useSubgroupMatrix(precision.subgroupMatrix, adapter?.subgroupMaxSize);
+        if (why) {
+          precision = { ...precision, note: `f16 (subgroup-matrix ${shape(precision.subgroupMatrix)} offered, unusable: ${why}; plain f16 kernels)` };
+          setComputePrecision(precision);
+        }
+      }
+    }
     const p = precision.note ? ` ${precision.note}` : '';
     const info: BackendInfo = { name: INFO_NAME[c], line: `backend: ${INFO_NAME[c]}${p}${on}${why ? ` (${why})` : ''}`, skipped, precision };
     if (adapter) info.adapter = adapter;

@@ -42,9 +42,9 @@ describe('choosePrecision', () => {
     expect(choosePrecision('auto', { backend: 'webgpu', features: ['subgroups'] }).note).toMatch(/lacks the feature shader-f16/);
   });
 
-  it('names the usable subgroup-matrix shape the adapter lists (and that no kernel uses it yet), or why there is none', () => {
+  it('names the usable subgroup-matrix shape the adapter lists (the GEMM to check on the device), or why there is none', () => {
     const sm = choosePrecision('f16', { backend: 'webgpu', features: SM, subgroupMatrixConfigs: [cfg('f16', 'f32', 16)] });
-    expect(sm).toEqual({ precision: 'f16', subgroupMatrix: cfg('f16', 'f32', 16), note: 'f16 (subgroup-matrix 16x16x16 offered, not used yet: plain f16 kernels)' });
+    expect(sm).toEqual({ precision: 'f16', subgroupMatrix: cfg('f16', 'f32', 16), note: 'f16, subgroup-matrix 16x16x16' });
     const none = choosePrecision('f16', { backend: 'webgpu', features: F16, subgroupMatrixConfigs: [] });
     expect(none.subgroupMatrix).toBeUndefined();
     expect(none.note).toBe('f16 (no subgroup matrix: the adapter lacks chromium-experimental-subgroup-matrix (needs Vulkan\'s ' +

@@ -33,9 +33,13 @@ export interface PrecisionTarget {
 
 export interface PrecisionChoice {
   precision: Precision;
-  /** f16: the usable subgroup-matrix shape the adapter lists (no kernel uses it yet: see the note). */
+  /** f16: the usable subgroup-matrix config the adapter lists; the GEMM runs on it once selectBackend has checked it on the device. */
   subgroupMatrix?: SubgroupMatrixConfig;
-  /** For the backend line, e.g. `f16 (subgroup-matrix 16x16x16 offered, not used yet: ...)` or `f16 (no subgroup matrix: ...)`; '' for fp32. */
+  /**
+   * For the backend line, e.g. `f16, subgroup-matrix 16x16x16` (selectBackend replaces it with `f16 (subgroup-matrix
+   * 16x16x16 offered, unusable: ...; plain f16 kernels)` when the device fails the check) or `f16 (no subgroup matrix:
+   * ...; plain f16 kernels)`; '' for fp32.
+   */
   note: string;
 }
 
@@ -107,9 +111,8 @@ export function choosePrecision(requested: PrecisionRequest, target: PrecisionTa
       'Use --precision=fp32 (or auto, which picks f16 only where the adapter has shader-f16), or --backend=webgpu on a GPU whose adapter lists shader-f16.');
   }
   const sm = pickSubgroupMatrix(features, target.subgroupMatrixConfigs ?? []);
-  // The usable config is recorded (and tools/gpu-run.sh records the full list), but no GEMM runs on subgroup
-  // matrices yet: the line says so rather than claim tensor cores.
-  if (sm.config) return { precision: 'f16', subgroupMatrix: sm.config, note: `f16 (subgroup-matrix ${shape(sm.config)} offered, not used yet: plain f16 kernels)` };
+  // Listed is not yet usable: selectBackend builds and checks the kernel on the device and rewrites the note if not.
+  if (sm.config) return { precision: 'f16', subgroupMatrix: sm.config, note: `f16, subgroup-matrix ${shape(sm.config)}` };
   return { precision: 'f16', note: `f16 (no subgroup matrix: ${sm.why}; plain f16 kernels)` };
 }
 

@@ -9,13 +9,16 @@
  *     (an f16 x f16 product is exact in f32);
  *   - storage: tfjs tensors stay float32 in GPU memory (tfjs has no f16 dtype), so the global-memory traffic
  *     of a GEMM is the fp32 one, and a conv forward writes an im2col matrix that tfjs's fused conv did not.
- *     On a GPU this path therefore gains from f16 only through subgroup matrices (tensor cores), not bandwidth.
+ *     On a GPU this path therefore gains from f16 only through subgroup matrices (tensor cores), not bandwidth:
+ *     where the adapter lists an f16 config, matMulF16 runs webgpu-subgroup-matrix.ts's kernel once
+ *     useSubgroupMatrix has built it on the device and checked it against the plain kernel (selectBackend).
  * Everything falls back to tfjs's own kernel for what this one does not cover (other dtypes, dilations, NCHW,
  * string padding other than VALID, fused activations), and whenever f16 is not wanted (fp32Scope, fp32 runs).
  */
 import * as tf from '@tensorflow/tfjs';
 import { encodeDispatch, im2col, imagesPerChunk, output } from './webgpu-kernels.js';
-import { f16Wanted } from './precision.js';
+import { f16Wanted, shape, type SubgroupMatrixConfig } from './precision.js';
+import { buildsSubgroupMatrixGemm, dispatchSubgroupMatrixGemm, webgpuDevice, type SubgroupMatrixGemm } from './webgpu-subgroup-matrix.js';
 
 /** Output tile per workgroup (16 x 16 threads, 2 x 2 outputs each) and the K slice staged per barrier. */
 const TILE = 32;
@@ -39,7 +42,8 @@ export function coversMatMul(a: tf.TensorInfo, b: tf.TensorInfo): boolean {
  * B [..., K, N] (or [..., N, K]); a batch of 1 broadcasts (see coversMatMul). f16 operands, f32 accumulation.
  * The result is a new TensorInfo of the backend (not yet an engine tensor): a kernel's output.
  */
-export function matMulF16(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transposeB: boolean): tf.TensorInfo {
+export function matMulF16(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transposeB: boolean,
+  kernel: SubgroupMatrixGemm | null = subgroupMatrix): tf.TensorInfo {
   const [ra, ca] = a.shape.slice(-2) as [number, number];
   const [rb, cb] = b.shape.slice(-2) as [number, number];
   const [batchA, batchB] = [batchOf(a.shape), batchOf(b.shape)];
@@ -50,11 +54,47 @@ export function matMulF16(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolea
   const outer = (batchA >= batchB ? a.shape : b.shape).slice(0, -2);
   const be = tf.backend() as unknown as { makeTensorInfo(shape: number[], dtype: tf.DataType): tf.TensorInfo };
   const out = be.makeTensorInfo([...outer, m, n], 'float32');
-  encodeDispatch(`gnMatMulF16_${transposeA ? 1 : 0}${transposeB ? 1 : 0}`, () => gemmCode(transposeA, transposeB), [a.dataId, b.dataId, out.dataId],
-    [{ type: 'int32', data: [m] }, { type: 'int32', data: [n] }, { type: 'int32', data: [k] },
-      { type: 'int32', data: [batchA === 1 ? 0 : m * k] }, { type: 'int32', data: [batchB === 1 ? 0 : k * n] }],
-    [Math.ceil(n / TILE), Math.ceil(m / TILE), batch]);
+  const ids = [a.dataId, b.dataId, out.dataId];
+  const uniforms = [{ type: 'int32', data: [m] }, { type: 'int32', data: [n] }, { type: 'int32', data: [k] },
+    { type: 'int32', data: [batchA === 1 ? 0 : m * k] }, { type: 'int32', data: [batchB === 1 ? 0 : k * n] }];
+  if (kernel) {
+    dispatchSubgroupMatrixGemm(kernel, ids, uniforms, m, n, batch, transposeA, transposeB);
+  } else {
+    encodeDispatch(`gnMatMulF16_${transposeA ? 1 : 0}${transposeB ? 1 : 0}`, () => gemmCode(transposeA, transposeB), ids, uniforms,
+      [Math.ceil(n / TILE), Math.ceil(m / TILE), batch]);
+  }
   return out;
+}
+
+/** The subgroup-matrix GEMM matMulF16 uses (useSubgroupMatrix), or null: the plain tiled kernel. */
+let subgroupMatrix: SubgroupMatrixGemm | null = null;
+export const activeSubgroupMatrix = (): SubgroupMatrixGemm | null => subgroupMatrix;
+
+/**
+ * Puts matMulF16 on the subgroup-matrix kernel for `config` if this device builds it (buildsSubgroupMatrixGemm) and
+ * it agrees with the plain f16 kernel on a ragged product in every transpose case (within 1e-4 of sum|a||b|: both
+ * round the same operands to f16 and accumulate in f32, only the order of the sums differs). '' when in use; else
+ * why not, and the plain kernel stays. Needs the webgpu backend active with the f16 kernels installed.
+ */
+export async function useSubgroupMatrix(config: SubgroupMatrixConfig, subgroupSize: number | undefined): Promise<string> {
+  subgroupMatrix = null;
+  if (!subgroupSize) return 'the adapter reports no subgroupMaxSize';
+  const g: SubgroupMatrixGemm = { config, subgroupSize };
+  const built = await buildsSubgroupMatrixGemm(webgpuDevice(), g);
+  if (built) return built;
+  for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+    const [m, k, n] = [37, 70, 45];
+    const a = tf.randomUniform(ta ? [k, m] : [m, k], -2, 2, 'float32', 1);
+    const b = tf.randomUniform(tb ? [n, k] : [k, n], -2, 2, 'float32', 2);
+    const run = (kernel: SubgroupMatrixGemm | null) => tf.engine().makeTensorFromTensorInfo(matMulF16(a, b, ta, tb, kernel));
+    const [plain, sgm] = [run(null), run(g)];
+    const err = tf.tidy(() => tf.max(tf.div(tf.abs(tf.sub(plain, sgm)), tf.matMul(tf.abs(a), tf.abs(b), ta, tb))));
+    const worst = (await err.data())[0]!;
+    tf.dispose([a, b, plain, sgm, err]);
+    if (!(worst < 1e-4)) return `the ${shape(config)} kernel disagrees with the plain f16 GEMM (transposeA=${ta}, transposeB=${tb}: ${worst} of sum|a||b|)`;
+  }
+  subgroupMatrix = g;
+  return '';
 }
 
 /**
@@ -223,6 +263,7 @@ export function installF16Kernels(): void {
 
 /** Puts tfjs's own kernels back (tests). */
 export function uninstallF16Kernels(): void {
+  subgroupMatrix = null;
   if (!installed) return;
   for (const cfg of F16_CONV_FORWARD ? [installed.matMul, installed.conv] : [installed.matMul]) {
     tf.unregisterKernel(cfg.kernelName, 'webgpu');
