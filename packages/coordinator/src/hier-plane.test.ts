@@ -66,12 +66,17 @@ maybe('hierarchical data plane (in one thread)', () => {
       for (const p of j.paths) expect(existsSync(p)).toBe(false); // unlinked once every local rank mapped it
       for (const n of [0, 1, 7, 64, 203, 1000]) {
         const xs = inputs(R, n, R * 1000 + n);
+        // Where the float64 sum rounds: in rank order 2^30 + 2^-40 - 2^30 + 2^-40 = 2^-40, but per-machine sums
+        // added (2^30 + 2^-40) + (-2^30 + 2^-40) give 0. Only a sum in the flat order gives the flat bytes.
+        if (n > 3) xs.forEach((x, r) => { x[3] = [2 ** 30, 2 ** -40, -(2 ** 30), 2 ** -40][r] ?? 0; });
         const want = new Float32Array(n);
         referenceMean(xs, want);
+        if (n > 3) expect(want[3]).toBe(Math.fround(2 ** -40 / R));
         let data = xs.map((x) => x.slice());
         await run(j, 'mean', 'f32', data);
         for (const [r, d] of data.entries()) expect(bytes(d).equals(bytes(want)), `f32, ${n} values, rank ${r}`).toBe(true);
 
+        if (n > 3) xs.forEach((x) => { x[3] = 1; }); // 2^30 is Inf in binary16
         const want16 = new Float32Array(n);
         referenceMean(xs.map((x) => x.map(q16)), want16);
         want16.set(want16.map(q16));
