@@ -42,6 +42,12 @@ describe('train flags', () => {
     expect(resolve(['--data-plane=coordinator']).dataPlane).toBe('coordinator');
   });
 
+  it('overlaps the exchange with the backward where it applies unless --overlap=off', () => {
+    expect(resolve([]).overlap).toBe('auto');
+    expect(resolve(['--overlap=on', '--backend=wasm', '--data-plane=shm']).overlap).toBe('on');
+    expect(resolve(['--overlap=auto', '--backend=webgpu', '--grad-compression=fp16']).overlap).toBe('auto'); // auto just stays off there
+  });
+
   it('accepts --name=value and --name value forms', () => {
     const c = resolve(['--workers=2', '--batch-size', '8', '--lr-schedule=cosine', '--steps=5']);
     expect(c).toMatchObject({ workers: 2, batchSize: 8, lrSchedule: 'cosine', steps: 5 });
@@ -66,6 +72,11 @@ describe('train flags', () => {
     [['stray'], "unexpected argument 'stray'"],
     [['--synthetic-size=10'], 'expected TRAIN,TEST sample counts'],
     [['--data-plane=nvlink'], 'expected one of auto, shm, peer, coordinator'],
+    [['--overlap=yes'], 'expected one of auto, on, off'],
+    [['--overlap=on', '--grad-compression=fp16'], '--grad-compression=fp16 excludes it'],
+    [['--overlap=on', '--accumulate=2'], '--accumulate > 1 excludes it'],
+    [['--overlap=on', '--data-plane=peer'], '--data-plane=peer excludes it'],
+    [['--overlap=on', '--backend=webgpu'], '--backend=webgpu excludes it'],
   ])('rejects %j with a clear BAD_FLAG error', (argv, message) => {
     const got = codeOf(() => resolve(argv));
     expect(got?.[0]).toBe('BAD_FLAG');

@@ -44,6 +44,7 @@ export const TRAIN_FLAGS = {
   'profile-step': { type: 'int', min: 0, default: 0, help: 'webgpu: time every kernel of step N on the GPU (timestamp queries; that step runs slower) and log the busiest' },
   'grad-compression': { type: 'enum', values: ['none', 'fp16'], default: 'none', help: 'gradient wire format' },
   'bucket-mb': { type: 'number', min: 0.001, default: 25, help: 'gradient bucket size in MB' },
+  overlap: { type: 'enum', values: ['auto', 'on', 'off'], default: 'auto', help: 'exchange gradient buckets on a thread while the backward runs: auto (where it applies: several workers on the shm plane, wasm or cpu, --accumulate=1, fp32 wire), on (the same, refusing settings that exclude it), off' },
   'data-plane': { type: 'enum', values: ['auto', 'shm', 'peer', 'coordinator'], default: 'auto', help: 'how gradient bytes move: auto (shared memory between workers on one machine, else worker-to-worker TCP), shm, peer (TCP), coordinator (through its WebSocket)' },
   workers: { type: 'string', default: 'auto', help: 'worker processes on this machine (auto: one per NVIDIA GPU, else one per core up to 8)' },
   gpus: { type: 'string', help: 'comma-separated GPU ids (nvidia-smi\'s) for the workers, e.g. 0,1,2,3; webgpu pins each worker to its GPU' },
@@ -114,6 +115,8 @@ export interface TrainConfig {
   bucketMb: number;
   /** Data plane the workers offer and the started coordinator prefers (@googlenet/coordinator plane-select.ts). */
   dataPlane: 'auto' | 'shm' | 'peer' | 'coordinator';
+  /** --overlap (overlap.ts): the gradient exchange overlaps the backward where it applies. */
+  overlap: 'auto' | 'on' | 'off';
   /** Worker processes on this machine. */
   workers: number;
   gpus?: number[];
@@ -182,6 +185,11 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
   if (f.precision === 'f16' && ['wasm', 'cpu', 'tensorflow'].includes(f.backend as string)) {
     throw bad(`--precision=f16 needs the webgpu backend with the adapter feature shader-f16; --backend=${f.backend} has no f16 kernels: use --backend=webgpu, or --precision=fp32`);
   }
+  if (f.overlap === 'on') {
+    const why = f.gradCompression !== 'none' ? '--grad-compression=fp16' : (f.accumulate as number) > 1 ? '--accumulate > 1'
+      : f.dataPlane === 'peer' || f.dataPlane === 'coordinator' ? `--data-plane=${f.dataPlane}` : ['webgpu', 'tensorflow'].includes(f.backend as string) ? `--backend=${f.backend}` : '';
+    if (why) throw bad(`--overlap=on needs the shm data plane, the wasm or cpu backend, --accumulate=1 and an fp32 wire; ${why} excludes it: drop it, or use --overlap=auto`);
+  }
   if ((f.emaDecay as number) >= 1) throw bad(`--ema-decay=${f.emaDecay} would never move the EMA: expected a value in [0, 1), e.g. 0.999 (0 turns the EMA off)`);
   const now = ctx.now ?? new Date();
   const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -221,6 +229,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     gradCompression: f.gradCompression as 'none' | 'fp16',
     bucketMb: f.bucketMb as number,
     dataPlane: f.dataPlane as TrainConfig['dataPlane'],
+    overlap: f.overlap as TrainConfig['overlap'],
     workers,
     gpus,
     checkpointEvery: f.checkpointEvery as number,

@@ -1,4 +1,4 @@
-import { CoordinatorClient } from '@googlenet/coordinator';
+import type { BucketRanges, CoordinatorClient, OverlapExchange } from '@googlenet/coordinator';
 
 /**
  * How a worker combines its gradients with the other ranks'. The step does not know whether it runs
@@ -9,9 +9,15 @@ export interface GradientReducer {
   /**
    * In place: `data` becomes the mean over ranks (identical bytes on every rank), `metrics` the sum.
    * `compressibleLength` (default: all of `data`): the leading values that --grad-compression may round (the
-   * gradients); the rest (BatchNorm running statistics) is always averaged in fp32.
+   * gradients); the rest (BatchNorm running statistics) is always averaged in fp32. `preReduced`: the leading
+   * values were already averaged by this reducer's overlap exchange in this step (--overlap).
    */
-  allReduce(data: Float32Array, metrics: Float64Array, compressibleLength?: number): Promise<void>;
+  allReduce(data: Float32Array, metrics: Float64Array, compressibleLength?: number, preReduced?: number): Promise<void>;
+  /**
+   * --overlap: a thread that averages `buckets` of `data` (a SharedArrayBuffer) while the backward runs. Absent
+   * where the reducer cannot; rejects with code INVALID_OPTIONS when this job's data plane is not shared memory.
+   */
+  openOverlap?(data: Float32Array, buckets: BucketRanges[]): Promise<OverlapExchange>;
   /** In place: `metrics` becomes the sum over ranks (evaluation). */
   reduceMetrics(metrics: Float64Array): Promise<void>;
   /** In place: rank 0's `data` lands in every rank's buffer. */
@@ -36,8 +42,11 @@ export class CoordinatorReducer implements GradientReducer {
     private readonly client: CoordinatorClient,
     readonly worldSize: number,
   ) {}
-  allReduce(data: Float32Array, metrics: Float64Array, compressibleLength?: number): Promise<void> {
-    return this.client.allReduce(data, metrics, { compressibleLength });
+  allReduce(data: Float32Array, metrics: Float64Array, compressibleLength?: number, preReduced?: number): Promise<void> {
+    return this.client.allReduce(data, metrics, { compressibleLength, ...(preReduced ? { preReduced } : {}) });
+  }
+  openOverlap(data: Float32Array, buckets: BucketRanges[]): Promise<OverlapExchange> {
+    return this.client.openOverlap(data, buckets);
   }
   reduceMetrics(metrics: Float64Array): Promise<void> {
     return this.client.allReduce(EMPTY, metrics);

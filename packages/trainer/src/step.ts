@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {
   captureWebgpuStep, computeGradients, countDispatches, diffRecordings, discardRecording, dropoutInputs, dropoutStreams, ReplayError, StepGraph,
-  type GoogLeNet, type WebgpuRecording,
+  type GoogLeNet, type GradTap, type WebgpuRecording,
 } from '@googlenet/model';
 import type { Batch } from '@googlenet/dataloader';
 import { readAllInto } from './host';
@@ -9,6 +9,7 @@ import type { GradientReducer } from './reducer';
 import type { Sgd } from './optim';
 import { clipFlatGradients, clipGradientTensors } from './grad-clip';
 import { allFinite, unscaleFlat, unscaleTensors, type LossScaler } from './loss-scale';
+import { OverlapState, overlapBlocker, type OverlapChoice, type OverlapFigures } from './overlap';
 
 /** Milliseconds spent in each phase of one optimizer step. */
 export interface StepTimes {
@@ -42,6 +43,8 @@ export interface StepResult {
   lossScale?: number;
   /** Dynamic loss scaling: the averaged gradient held an inf or NaN, so nothing was applied (the scale backed off). */
   skipped?: boolean;
+  /** --overlap: the step's exchange overlapped its backward (overlap.ts). */
+  overlap?: OverlapFigures;
 }
 
 export interface TrainStepOptions {
@@ -60,6 +63,8 @@ export interface TrainStepOptions {
   replay?: boolean;
   /** Dynamic loss scaling (--precision=f16; loss-scale.ts): scales the loss, unscales the gradients, skips overflowing steps. */
   lossScaler?: LossScaler;
+  /** --overlap (overlap.ts): 'auto' and 'on' overlap the exchange with the backward where it applies. Default off. */
+  overlap?: { choice: OverlapChoice; bucketBytes: number; gradCompression: 'none' | 'fp16' };
 }
 
 interface GpuProfile {
@@ -79,6 +84,7 @@ interface StepContext {
   note?: string;
   lossScale?: number;
   skipped?: boolean;
+  overlap?: OverlapFigures;
 }
 
 const EMPTY = new Float32Array(0);
@@ -119,9 +125,21 @@ export class TrainStep {
       this.bufferOffsets.push(off);
       off += b.variable.size;
     }
-    this.flat = new Float32Array(off);
+    const ov = opts.overlap;
+    const blocked = ov && ov.choice !== 'off' ? overlapBlocker({
+      worldSize: reducer.worldSize, backend: tf.getBackend(), accumulate: opts.accumulate, gradCompression: ov.gradCompression, lossScaling: !!opts.lossScaler,
+    }) : 'off';
+    // The overlap thread averages the gradients in place, so they live in memory both threads share.
+    this.flat = new Float32Array(blocked === null ? new SharedArrayBuffer(off * 4) : new ArrayBuffer(off * 4));
+    if (blocked === null) this.overlap = new OverlapState(model, this.flat, this.paramOffsets, ov!.bucketBytes);
+    else if (blocked !== 'off' && reducer.worldSize > 1) this.overlapNote = `overlap off: ${blocked}`;
     this.topK = Math.min(5, model.numClasses);
   }
+
+  /** --overlap on this rank (null: off). */
+  private readonly overlap: OverlapState | null = null;
+  /** Why overlap is off although asked for, said once. */
+  private overlapNote?: string;
 
   /** Dropout masks depend only on (seed, step, global micro-batch slot): N workers x A equals 1 worker x N*A. */
   dropoutSeed(step: number, slot: number): number {
@@ -152,6 +170,10 @@ export class TrainStep {
       if (this.opts.rank === 0) c.note = `webgpu replay off, steps run through tfjs: ${this.replay.off}`;
     }
     if (this.opts.lossScaler) c.lossScale = this.opts.lossScaler.scale;
+    if (this.overlapNote) {
+      if (this.opts.rank === 0) addNote(c, this.overlapNote);
+      this.overlapNote = undefined;
+    }
     // One worker on a GPU: nothing to exchange, so the gradients never leave the device.
     if (this.reducer.worldSize === 1 && webgpu) return this.runOnDevice(step, nextBatch, lr, c);
     return this.runExchanged(step, nextBatch, lr, c);
@@ -327,13 +349,17 @@ export class TrainStep {
   /** Gradients and statistics go to the host, are averaged over ranks (one coordinator round) and applied there. */
   private async runExchanged(step: number, nextBatch: () => Promise<Batch>, lr: number, c: StepContext): Promise<StepResult> {
     const { accumulate } = this.opts;
+    const ov = this.overlap;
+    if (ov?.phase === 'on') return this.runOverlapped(step, nextBatch, lr, c, ov);
     let acc: tf.Tensor[] | undefined;
     for (let m = 0; m < accumulate; m++) {
       let t = performance.now();
       const batch = await nextBatch();
       c.times.data += performance.now() - t;
       t = performance.now();
-      const { stats, parts } = await this.microBatch(batch, this.dropoutSeed(step, this.opts.rank * accumulate + m), c.gpu);
+      // --overlap's first step runs without it and learns the order in which the backward yields gradients.
+      const tap = ov?.phase === 'learn' ? ov.learnTap : undefined;
+      const { stats, parts } = await this.microBatch(batch, this.dropoutSeed(step, this.opts.rank * accumulate + m), c.gpu, tap);
       this.metrics[M_COUNT] += batch.size;
       await this.addFigures(stats, parts);
       if (accumulate === 1) {
@@ -366,6 +392,57 @@ export class TrainStep {
     if (this.opts.lossScaler && !this.opts.lossScaler.update(allFinite(this.flat, gradEnd))) c.skipped = true;
     else this.apply(lr);
     c.times.apply = performance.now() - t;
+    if (ov?.phase === 'learn') {
+      const line = await ov.open(this.reducer);
+      if (this.opts.rank === 0) addNote(c, line);
+    }
+    return this.finish(c);
+  }
+
+  /**
+   * A step whose exchange overlaps its backward (overlap.ts): the tap copies each gradient into `flat` as the
+   * backward yields it and hands complete buckets to the exchange thread; afterwards the running statistics
+   * and metrics follow in one announced all-reduce, as in runExchanged, and the update is the same.
+   */
+  private async runOverlapped(step: number, nextBatch: () => Promise<Batch>, lr: number, c: StepContext, ov: OverlapState): Promise<StepResult> {
+    let t = performance.now();
+    const batch = await nextBatch();
+    c.times.data += performance.now() - t;
+    t = performance.now();
+    const params = this.model.params.length;
+    const gradEnd = this.bufferOffsets[0] ?? this.flat.length;
+    ov.begin();
+    let out: tf.Tensor[];
+    let backwardEndMs: number;
+    try {
+      out = this.compute(batch, this.dropoutSeed(step, this.opts.rank), ov.tap);
+      backwardEndMs = performance.timeOrigin + performance.now();
+      try {
+        ov.afterBackward(out.slice(1, 1 + params));
+        await readAllInto(out.slice(1 + params), this.flat, gradEnd);
+      } catch (e) {
+        tf.dispose(out);
+        throw e;
+      }
+    } catch (e) {
+      ov.cancel(e as Error);
+      throw e;
+    }
+    const [stats, ...parts] = out;
+    this.metrics[M_COUNT] += batch.size;
+    await this.addFigures(stats!, parts);
+    tf.dispose(parts);
+    c.times.compute += performance.now() - t;
+
+    t = performance.now();
+    const timing = await ov.finish();
+    await this.reducer.allReduce(this.flat, this.metrics, gradEnd, gradEnd);
+    c.times.reduce = performance.now() - t;
+    c.overlap = { buckets: timing.buckets.length, firstStartMs: timing.buckets[0]?.[0] ?? 0, backwardEndMs, waitMs: timing.waitMs };
+
+    t = performance.now();
+    this.apply(lr);
+    c.times.apply = performance.now() - t;
     return this.finish(c);
   }
 
@@ -391,6 +468,7 @@ export class TrainStep {
     if (c.note) result.note = c.note;
     if (c.lossScale !== undefined) result.lossScale = c.lossScale;
     if (c.skipped) result.skipped = true;
+    if (c.overlap) result.overlap = c.overlap;
     if (c.gpu) {
       const kernels = [...c.gpu.byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms);
       result.gpu = { kernelMs: c.gpu.kernelMs, kernels };
@@ -416,21 +494,24 @@ export class TrainStep {
     this.metrics[M_TOP5] += f[2]!;
   }
 
-  /** [figures (loss sum, top-1, top-5), ...gradients, ...running statistics] of one micro-batch, synchronously. */
-  private compute(batch: Batch, dropoutSeed: number): tf.Tensor[] {
+  /**
+   * [figures (loss sum, top-1, top-5), ...gradients, ...running statistics] of one micro-batch, synchronously;
+   * `onGradient` sees each gradient during the backward (--overlap).
+   */
+  private compute(batch: Batch, dropoutSeed: number, onGradient?: GradTap): tf.Tensor[] {
     const { batchSize, imageSize, auxWeight, labelSmoothing } = this.opts;
     return tf.tidy(() => {
       const x = tf.tensor4d(batch.images, [batchSize, imageSize, imageSize, 3]);
       const y = tf.tensor1d(batch.labels, 'int32');
       const lossScale = this.opts.lossScaler?.scale;
-      const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed, labelSmoothing, ...(lossScale ? { lossScale } : {}) });
+      const r = computeGradients(this.model, x, y, { auxWeight, dropoutSeed, labelSmoothing, ...(lossScale ? { lossScale } : {}), ...(onGradient ? { onGradient } : {}) });
       const figures = tf.stack([tf.mul(r.loss, batch.size), ...correctCounts(r.logits, y, this.topK)]);
       return [figures, ...r.grads, ...r.runningStats];
     });
   }
 
   /** Gradients then running statistics of one micro-batch (kept tensors) and its figures; profiled when `gpu`. */
-  private async microBatch(batch: Batch, dropoutSeed: number, gpu: GpuProfile | null): Promise<{ stats: tf.Tensor; parts: tf.Tensor[] }> {
+  private async microBatch(batch: Batch, dropoutSeed: number, gpu: GpuProfile | null, onGradient?: GradTap): Promise<{ stats: tf.Tensor; parts: tf.Tensor[] }> {
     let out: tf.Tensor[] = [];
     if (gpu) {
       // tf.time on webgpu puts a timestamp query around every dispatch: exact per-kernel GPU time, slower step.
@@ -444,7 +525,7 @@ export class TrainStep {
         gpu.byName.set(item.slice(0, cut), e);
       }
     } else {
-      out = this.compute(batch, dropoutSeed);
+      out = this.compute(batch, dropoutSeed, onGradient);
     }
     const [stats, ...parts] = out;
     return { stats: stats!, parts };
@@ -468,6 +549,11 @@ export class TrainStep {
     this.sgd.stepFlat(this.flat, this.paramOffsets, lr);
     tf.tidy(() => this.model.assignRunningStats(buffers.map((b, i) => view(this.bufferOffsets[i]!, b.variable))));
   }
+}
+
+/** Adds a line to the step's note (rank 0 logs it). */
+function addNote(c: { note?: string }, line: string): void {
+  c.note = c.note ? `${c.note}; ${line}` : line;
 }
 
 /**

@@ -46,6 +46,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     auxWeight: cfg.auxWeight, accumulate: cfg.accumulate, batchSize: cfg.batchSize, imageSize: cfg.imageSize, seed: cfg.seed, rank: id.rank,
     labelSmoothing: cfg.labelSmoothing, clipGradNorm: cfg.clipGradNorm, ...(replayBlocker(cfg) ? { replay: false } : {}),
     ...(lossScaler ? { lossScaler } : {}),
+    overlap: { choice: cfg.overlap, bucketBytes: Math.round(cfg.bucketMb * 1024 * 1024), gradCompression: cfg.gradCompression },
   });
   // One webgpu worker would replay captured steps: say why it does not.
   if (replayBlocker(cfg) && tf.getBackend() === 'webgpu' && reducer.worldSize === 1) say(`webgpu replay off, steps run through tfjs: ${replayBlocker(cfg)}`);
@@ -111,7 +112,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     const epochFloat = done / stepsPerEpoch;
     rec.history.steps.push({ step: done, loss: r.loss, top1: r.top1 });
     const imgPerSec = (r.samples / wall) * 1000;
-    await rec.record({ type: 'step', step: done, epoch: epochFloat, lr, loss: r.loss, top1: r.top1, top5: r.top5, samples: r.samples, imgPerSec, ms: { wall, ...r.times, cpu: r.cpuMs }, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6), ...(r.dispatches !== undefined ? { dispatches: r.dispatches } : {}), ...(r.replayed ? { replayed: true } : {}), ...(r.lossScale !== undefined ? { lossScale: r.lossScale, skippedSteps: lossScaler!.state().skippedSteps } : {}), ...(r.skipped ? { skipped: true } : {}), ...(r.gpu ? { gpu: { kernelMs: r.gpu.kernelMs, kernels: r.gpu.kernels.slice(0, 15) } } : {}) });
+    await rec.record({ type: 'step', step: done, epoch: epochFloat, lr, loss: r.loss, top1: r.top1, top5: r.top5, samples: r.samples, imgPerSec, ms: { wall, ...r.times, cpu: r.cpuMs }, numTensors: tf.memory().numTensors, rssMB: Math.round(process.memoryUsage().rss / 1e6), ...(r.dispatches !== undefined ? { dispatches: r.dispatches } : {}), ...(r.replayed ? { replayed: true } : {}), ...(r.lossScale !== undefined ? { lossScale: r.lossScale, skippedSteps: lossScaler!.state().skippedSteps } : {}), ...(r.skipped ? { skipped: true } : {}), ...(r.overlap ? { overlap: r.overlap } : {}), ...(r.gpu ? { gpu: { kernelMs: r.gpu.kernelMs, kernels: r.gpu.kernels.slice(0, 15) } } : {}) });
     if (r.note) say(r.note);
     if (r.gpu) say(`profile step ${done}: ${r.dispatches} dispatches, GPU kernel time ${r.gpu.kernelMs.toFixed(1)} ms (compute phase); busiest: ${r.gpu.kernels.slice(0, 6).map((k) => `${k.name} ${k.ms.toFixed(1)} ms x${k.calls}`).join(', ')}`);
     progress.update({ step: done, total: totalSteps, epoch: Math.ceil(epochFloat - 1e-9), loss: r.loss, top1: r.top1, imgPerSec, lr });
