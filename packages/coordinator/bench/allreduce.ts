@@ -1,5 +1,7 @@
 // nx run coordinator:bench [--workers=2,4] --numel=13385816 [--grad-compression=fp16] [--iters=10] [--warmup=3]
-//   [--bucket-bytes=26214400] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS]
+//   [--bucket-bytes=26214400] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS] [--machines=M]
+// --machines=M: simulates M machines on this one (GOOGLENET_HOST_ID per worker, contiguous ranks), so that auto
+// picks the hierarchical plane (and --data-plane=peer the flat plane over the same "machines").
 // --workers=2,4 runs each count in turn (ours, then gloo) and ends with a table and one JSON line over all counts.
 // --block-ms: instead of the metrics-only barrier, each worker blocks its event loop synchronously for MS ms
 // (+ 10 ms per rank) before every round, like the trainer's tfjs compute phase.
@@ -17,19 +19,19 @@ const { values: a } = parseArgs({
     workers: { type: 'string', default: '2,4' }, numel: { type: 'string', default: '13385816' },
     'grad-compression': { type: 'string', default: 'none' }, iters: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' }, 'bucket-bytes': { type: 'string', default: String(25 * 1024 * 1024) },
-    'data-plane': { type: 'string', default: 'auto' }, 'no-gloo': { type: 'boolean', default: false }, 'block-ms': { type: 'string', default: '0' }, help: { type: 'boolean', default: false },
+    'data-plane': { type: 'string', default: 'auto' }, 'no-gloo': { type: 'boolean', default: false }, 'block-ms': { type: 'string', default: '0' }, machines: { type: 'string', default: '1' }, help: { type: 'boolean', default: false },
   },
 });
 if (a.help) {
-  console.log('usage: nx run coordinator:bench --workers=N[,M...] --numel=13385816 [--grad-compression=none|fp16] [--iters=10] [--warmup=3] [--bucket-bytes=B] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS]');
+  console.log('usage: nx run coordinator:bench --workers=N[,M...] --numel=13385816 [--grad-compression=none|fp16] [--iters=10] [--warmup=3] [--bucket-bytes=B] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS] [--machines=M]');
   process.exit(0);
 }
 const counts = a.workers!.split(',').map(Number);
-const numel = Number(a.numel), iters = Number(a.iters), warmup = Number(a.warmup), blockMs = Number(a['block-ms']);
+const numel = Number(a.numel), iters = Number(a.iters), warmup = Number(a.warmup), blockMs = Number(a['block-ms']), machines = Number(a.machines);
 const compression = a['grad-compression']!;
 const dataPlane = a['data-plane'] as 'shm' | 'peer' | 'coordinator' | 'auto';
-if (!(counts.every((w) => Number.isInteger(w) && w >= 1) && numel >= 1 && iters >= 1 && warmup >= 0 && blockMs >= 0) || !['none', 'fp16'].includes(compression) || !['shm', 'peer', 'coordinator', 'auto'].includes(dataPlane)) {
-  console.error('bench: --workers (N or N,M,...), --numel, --iters must be positive integers, --grad-compression none|fp16, --data-plane shm|peer|coordinator|auto');
+if (!(counts.every((w) => Number.isInteger(w) && w >= 1 && w % machines === 0) && Number.isInteger(machines) && machines >= 1 && numel >= 1 && iters >= 1 && warmup >= 0 && blockMs >= 0) || !['none', 'fp16'].includes(compression) || !['shm', 'peer', 'coordinator', 'auto'].includes(dataPlane)) {
+  console.error('bench: --workers (N or N,M,...), --numel, --iters, --machines must be positive integers (each worker count a multiple of --machines), --grad-compression none|fp16, --data-plane shm|peer|coordinator|auto');
   process.exit(2);
 }
 
@@ -41,7 +43,10 @@ async function ours(workers: number) {
   const coord = await startCoordinator({ worldSize: workers, maxMessageBytes: Number(a['bucket-bytes']) + (1 << 20), dataPlane, log: (l) => logs.push(l) });
   const script = fileURLToPath(new URL('./worker.ts', import.meta.url));
   const outs = await Promise.all(Array.from({ length: workers }, (_, rank) => new Promise<string>((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', script, coord.url, String(rank), String(workers), String(numel), compression, String(warmup), String(iters), a['bucket-bytes']!, String(blockMs), dataPlane], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, ['--import', 'tsx', script, coord.url, String(rank), String(workers), String(numel), compression, String(warmup), String(iters), a['bucket-bytes']!, String(blockMs), dataPlane], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: machines > 1 ? { ...process.env, GOOGLENET_HOST_ID: `bench-machine-${Math.floor(rank / (workers / machines))}` } : process.env,
+    });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`bench worker ${rank} exited with ${code}`))));
@@ -89,7 +94,7 @@ for (const workers of counts) {
   const o = await ours(workers);
   const g = await gloo(workers);
   const oursMBps = r1(mb / (o.medianMs / 1e3));
-  console.log(`all-reduce of ${numel} floats (${mb.toFixed(1)} MB fp32), ${workers} workers, compression ${compression}, data plane ${o.plane}${dataPlane !== o.plane ? ` (asked: ${dataPlane})` : ''}, bucket ${a['bucket-bytes']} B, median of ${iters}${blockMs ? `, each round after ${blockMs} ms (+10 ms per rank) of blocked event loop` : ''}`);
+  console.log(`all-reduce of ${numel} floats (${mb.toFixed(1)} MB fp32), ${workers} workers${machines > 1 ? ` on ${machines} simulated machines` : ''}, compression ${compression}, data plane ${o.plane}${dataPlane !== o.plane ? ` (asked: ${dataPlane})` : ''}, bucket ${a['bucket-bytes']} B, median of ${iters}${blockMs ? `, each round after ${blockMs} ms (+10 ms per rank) of blocked event loop` : ''}`);
   console.log(`  ours        ${o.medianMs.toFixed(1).padStart(8)} ms  ${String(oursMBps).padStart(8)} MB/s   (min ${o.minMs}, max ${o.maxMs} ms)`);
   if ('medianMs' in g) console.log(`  gloo        ${g.medianMs.toFixed(1).padStart(8)} ms  ${String(g.MBps).padStart(8)} MB/s`);
   else console.log(`  gloo        skipped: ${g.skipped}`);
@@ -100,6 +105,10 @@ for (const workers of counts) {
     console.log(`  breakdown (rank 0, median ms): encode ${c.encodeMs}, coordinator go ${c.waitMs}, send (inside socket writes) ${c.sendMs}, ` +
       `receive (go -> last input of its shard) ${c.receiveMs}, sum ${c.sumMs}, return (-> last reduced chunk in) ${c.returnMs}, of which decode ${c.decodeMs}, ` +
       `flush (-> its own last write in the kernel) ${c.flushMs}`);
+  } else if (o.plane === 'hier') {
+    for (const r of o.ranks) {
+      console.log(`  breakdown (rank ${r.rank}, median ms): total ${r.totalMs}: coordinator go ${r.waitMs}, copy in ${r.encodeMs}, wait for this machine's ranks and other machines ${r.receiveMs}, sum ${r.sumMs}, copy out ${r.decodeMs}`);
+    }
   } else if (o.plane === 'shm') {
     const c = o.client as typeof o.client & { receiveMs: number; sumMs: number };
     for (const r of o.ranks) {
