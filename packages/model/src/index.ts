@@ -2,7 +2,7 @@
 export { selectBackend } from './backend.js';
 export type { BackendName, BackendInfo, SelectBackendOptions, AdapterInfo } from './backend.js';
 export { describeAdapter, WEBGPU_ADAPTER_ENV } from './backend.js';
-export { choosePrecision, computePrecision, pickSubgroupMatrix, PrecisionError, PRECISIONS } from './precision.js';
+export { choosePrecision, computePrecision, fp32Scope, pickSubgroupMatrix, PrecisionError, PRECISIONS } from './precision.js';
 export type { Precision, PrecisionChoice, PrecisionRequest, SubgroupMatrixConfig } from './precision.js';
 export { verifyPinnedDevice, probeDeviceSelect, parseDeviceSelectList, pciOfDriPrime } from './device-select.js';
 export type { VulkanDevice, DeviceSelectProbe } from './device-select.js';
