@@ -24,6 +24,8 @@ if (process.argv[2] === 'grads') {
   process.exit(0);
 }
 const results = [];
+// Every variant's final weights against the first variant's: how far a perturbation has carried the run.
+let first: Float32Array[] | undefined;
 for (const variant of process.argv.slice(2)) {
   const arg = (name: string) => { const m = new RegExp(`-${name}=([\\d.e+-]+)`).exec(variant); return m ? Number(m[1]) : undefined; };
   await selectBackend('webgpu', { precision: variant.startsWith('f16') ? 'f16' : 'fp32' }); // same device, other kernels
@@ -31,11 +33,19 @@ for (const variant of process.argv.slice(2)) {
   if (variant === 'f16' || variant === 'fp32-scaled') o.lossScale = {};
   if (arg('init') !== undefined) o.lossScale = { init: arg('init') };
   if (arg('skip') !== undefined) o.skipFirst = arg('skip');
+  let distance = 0;
+  o.inspect = async (model) => {
+    const w = await Promise.all(model.params.map(async (p) => Float32Array.from(await p.variable.data())));
+    if (!first) { first = w; return; }
+    let [num, den] = [0, 0];
+    w.forEach((t, i) => t.forEach((v, j) => { num += (v - first![i]![j]!) ** 2; den += first![i]![j]! ** 2; }));
+    distance = Math.sqrt(num / den);
+  };
   const r = await trainAndEvaluate(data, o);
   const tail = r.losses.slice(-20).reduce((p, v) => p + v, 0) / 20;
   console.log(`${variant.padEnd(14)} top-1 ${(r.top1 * 100).toFixed(1)} %  eval loss ${r.evalLoss.toFixed(3)}  skipped ${r.skipped}  ` +
-    `train loss (steps ${steps - 19}-${steps}) ${tail.toFixed(3)}  final scale ${r.scales.at(-1) || '-'}  ${r.msPerStep.toFixed(0)} ms/step`);
-  results.push({ variant, top1: r.top1, evalLoss: r.evalLoss, skipped: r.skipped, lossTail: tail, msPerStep: Math.round(r.msPerStep), scales: [...new Set(r.scales)], losses: r.losses.map((l) => +l.toFixed(3)) });
+    `train loss (steps ${steps - 19}-${steps}) ${tail.toFixed(3)}  final scale ${r.scales.at(-1) || '-'}  weights off the first variant's ${distance.toExponential(2)}  ${r.msPerStep.toFixed(0)} ms/step`);
+  results.push({ variant, top1: r.top1, weightsOff: distance, evalLoss: r.evalLoss, skipped: r.skipped, lossTail: tail, msPerStep: Math.round(r.msPerStep), scales: [...new Set(r.scales)], losses: r.losses.map((l) => +l.toFixed(3)) });
 }
 console.log(JSON.stringify({ steps, batchSize, lr, momentum, seed, results }));
 process.exit(0);

@@ -56,6 +56,8 @@ export interface RunOptions {
   skipFirst?: number;
   /** Progress every 20 steps. */
   log?: (line: string) => void;
+  /** Called with the trained model before it is disposed (e.g. to copy its weights). */
+  inspect?: (model: GoogLeNet) => Promise<void>;
 }
 
 export interface RunResult {
@@ -98,6 +100,7 @@ export async function trainAndEvaluate(data: CompareData, o: RunOptions): Promis
       if ((s + 1) % 20 === 0) o.log?.(`step ${s + 1}: loss (last 20) ${mean(losses.slice(-20)).toFixed(3)}, skipped ${skipped}, scale ${r.lossScale ?? '-'}`);
     }
     const msPerStep = (performance.now() - t0) / data.train.length;
+    await o.inspect?.(model);
     return { ...(await evaluate(model, data)), skipped, losses, scales, msPerStep };
   } finally {
     step.dispose();

@@ -17,7 +17,8 @@ if (why) {
 }
 
 const STEPS = 100;
-const BATCH = 4;
+// The comparison measured before (README): fp32 reaches 38.7 % here; at batch 4 its loss had barely moved by step 80.
+const BATCH = 8;
 const RECIPE = { lr: 0.005, momentum: 0.5 };
 
 describe.skipIf(!!why)('--precision=f16 learns as well as fp32', () => {
