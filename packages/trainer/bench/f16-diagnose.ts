@@ -42,9 +42,10 @@ for (const variant of process.argv.slice(2)) {
     distance = Math.sqrt(num / den);
   };
   const r = await trainAndEvaluate(data, o);
-  const tail = r.losses.slice(-20).reduce((p, v) => p + v, 0) / 20;
+  const last = r.losses.slice(-20);
+  const tail = last.reduce((p, v) => p + v, 0) / last.length;
   console.log(`${variant.padEnd(14)} top-1 ${(r.top1 * 100).toFixed(1)} %  eval loss ${r.evalLoss.toFixed(3)}  skipped ${r.skipped}  ` +
-    `train loss (steps ${steps - 19}-${steps}) ${tail.toFixed(3)}  final scale ${r.scales.at(-1) || '-'}  weights off the first variant's ${distance.toExponential(2)}  ${r.msPerStep.toFixed(0)} ms/step`);
+    `train loss (steps ${steps - last.length + 1}-${steps}) ${tail.toFixed(3)}  final scale ${r.scales.at(-1) || '-'}  weights off the first variant's ${distance.toExponential(2)}  ${r.msPerStep.toFixed(0)} ms/step`);
   results.push({ variant, top1: r.top1, weightsOff: distance, evalLoss: r.evalLoss, skipped: r.skipped, lossTail: tail, msPerStep: Math.round(r.msPerStep), scales: [...new Set(r.scales)], losses: r.losses.map((l) => +l.toFixed(3)) });
 }
 console.log(JSON.stringify({ steps, batchSize, lr, momentum, seed, results }));
