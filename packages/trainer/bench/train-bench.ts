@@ -25,6 +25,7 @@ const FLAGS = {
   steps: { type: 'int', min: 3, default: 8, help: 'steps per run (the first 2 are warm-up)' },
   torch: { type: 'boolean', default: true, help: 'run the PyTorch reference (/usr/bin/python3 with torch)' },
   'torch-threads': { type: 'int', min: 1, default: 2, help: 'PyTorch threads' },
+  overlap: { type: 'enum', values: ['auto', 'on', 'off'], default: 'auto', help: 'passed to the train runs (--overlap: the exchange during the backward, shm plane + wasm/cpu)' },
   scaling: { type: 'boolean', default: true, help: 'cpu/wasm: also run 1 worker with 1 thread, the baseline of scaling2 (2 workers get 1 thread each on 2 cores)' },
   host: { type: 'boolean', default: true, help: 'webgpu: host ms per step on Dawn\'s null backend: stock tfjs kernels, ours, ours replayed' },
   'host-shape': { type: 'string', default: '32x4', help: 'SIZExBATCH of the null-backend runs (the null backend holds 512 MiB: no 224 px step fits)' },
@@ -57,6 +58,28 @@ const median = (xs: number[]) => {
   return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : NaN;
 };
 
+/** The step records of a run folder's metrics.jsonl; the folder is removed. */
+function stepRecords(out: string): any[] {
+  const all = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step');
+  fs.rmSync(out, { recursive: true, force: true });
+  return all;
+}
+
+/**
+ * What this machine gives two processes at once with no exchange at all: two independent --workers=1 runs with one
+ * thread each, started together; img/s summed. scaling2 can reach at most ceiling2 = this / one such run alone
+ * (shared caches, memory bandwidth, and whatever else runs here): the exchange's share of the loss is what is left.
+ */
+function independentPair(size: number, batch: number, classes: number, f: Record<string, unknown>): number {
+  const outs = [0, 1].map(() => fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-')));
+  const cmd = outs.map((out) => [tsx, path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`,
+    `--num-classes=${classes}`, `--steps=${f.steps}`, '--workers=1', `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
+    '--tensorboard=false'].map((a) => `'${a}'`).join(' ') + ' >/dev/null &').join(' ') + ' wait';
+  const r = spawnSync('bash', ['-c', cmd], { cwd: root, encoding: 'utf8', env: { ...process.env, GOOGLENET_NATIVE_THREADS: '1' } });
+  if (r.status !== 0) throw new Error(`independent pair failed:\n${r.stderr.slice(-2000)}`);
+  return outs.map((out) => median(stepRecords(out).slice(2).map((x) => x.imgPerSec as number))).reduce((a, b) => a + b, 0);
+}
+
 function ours(size: number, batch: number, classes: number, workers: number, precision: string, f: Record<string, unknown>, threads?: number): Row {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-'));
   // webgpu: the last step runs with a timestamp query around every kernel (GPU time per kernel); it is slower,
@@ -66,15 +89,15 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
     path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, `--num-classes=${classes}`,
     `--steps=${f.steps}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
     `--profile-step=${profile}`, `--precision=${precision}`,
+    ...(workers > 1 ? [`--overlap=${f.overlap}`] : []),
   ];
   // The launcher gives each worker floor(cores / workers) native threads; `threads` pins it (the scaling baseline).
   const env = threads === undefined ? process.env : { ...process.env, GOOGLENET_NATIVE_THREADS: String(threads) };
   const r = spawnSync(path.join(root, 'node_modules/.bin/tsx'), args, { cwd: root, encoding: 'utf8', env });
   if (r.status !== 0) throw new Error(`train run failed (${size}x${batch}, ${workers} workers):\n${r.stderr.slice(-2000)}`);
-  const all = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step');
+  const all = stepRecords(out);
   const steps = all.slice(2).filter((x) => x.step !== profile);
   const profiled = all.find((x) => x.step === profile && x.gpu);
-  fs.rmSync(out, { recursive: true, force: true });
   const ms = (k: string) => median(steps.map((s) => s.ms[k] as number));
   const row: Row = {
     shape: `${size}x${size} b${batch}`, workers, precision,
@@ -92,9 +115,9 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
  * parallelism keep. scaling2Default: over 1 worker with the launcher's default threads (all cores). reducePct: the
  * 2-worker step's reduce phase as a share of its wall time.
  */
-interface Scaling { scaling2?: number; scaling2Default?: number; reducePct?: number }
+interface Scaling { scaling2?: number; scaling2Default?: number; reducePct?: number; ceiling2?: number; pairImgPerSec?: number }
 
-function scaling(rows: Row[]): Scaling {
+function scaling(rows: Row[], pairImgPerSec?: number): Scaling {
   const fp32 = rows.filter((r) => r.precision === 'fp32');
   const two = fp32.find((r) => r.workers === 2);
   if (!two) return {};
@@ -104,6 +127,7 @@ function scaling(rows: Row[]): Scaling {
     scaling2: oneThread ? two.imgPerSec / oneThread.imgPerSec : undefined,
     scaling2Default: oneDefault ? two.imgPerSec / oneDefault.imgPerSec : undefined,
     reducePct: (100 * two.ms.reduce) / two.ms.wall,
+    ...(pairImgPerSec !== undefined && oneThread ? { pairImgPerSec, ceiling2: pairImgPerSec / oneThread.imgPerSec } : {}),
   };
 }
 
@@ -221,14 +245,16 @@ function main() {
     // question, answered by its own row.
     const cpuRun = f.backend !== 'webgpu';
     const perCore = Math.floor(os.availableParallelism() / Math.max(...workers));
+    let pair: number | undefined;
     if (cpuRun && f.scaling && workers.includes(1) && workers.some((w) => w > 1) && perCore === 1) {
       rows.push(...precisions.map((p) => ours(size, batch, classes, 1, p, f, 1)));
+      if (workers.includes(2)) pair = independentPair(size, batch, classes, f);
     }
     const best = Math.max(...rows.map((r) => r.imgPerSec));
     // On webgpu the anchor is PyTorch on the same GPU (quoted); a CPU PyTorch run would compare nothing.
     const gpuAnchor = f.backend === 'webgpu' ? PYTORCH_H200[batch] : undefined;
     const pytorch = f.backend === 'webgpu' ? gpuAnchor : f.torch ? torchRef(size, batch, classes, f.torchThreads as number) : undefined;
-    results.push({ shape: `${size}x${size} b${batch} (${classes} classes)`, ours: rows, best, pytorch, ratio: pytorch ? best / pytorch : undefined, scaling: scaling(rows) });
+    results.push({ shape: `${size}x${size} b${batch} (${classes} classes)`, ours: rows, best, pytorch, ratio: pytorch ? best / pytorch : undefined, scaling: scaling(rows, pair) });
   }
   const fmt = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
   console.log('\ntraining throughput (images/s, all workers together; phases are median ms per step on rank 0)\n');
@@ -246,7 +272,8 @@ function main() {
     const s = r.scaling;
     if (s?.reducePct !== undefined) {
       console.log(`\n${r.shape}: reduce ${fmt(s.reducePct)} % of the 2-worker step; 2 workers / 1 worker (1 thread each): ` +
-        `scaling2 ${fmt(s.scaling2, 2)}x; over 1 worker with the default threads: ${fmt(s.scaling2Default, 2)}x`);
+        `scaling2 ${fmt(s.scaling2, 2)}x; over 1 worker with the default threads: ${fmt(s.scaling2Default, 2)}x` +
+        (s.ceiling2 !== undefined ? `; two independent 1-thread runs at once (no exchange): ${fmt(s.pairImgPerSec)} img/s = ceiling2 ${fmt(s.ceiling2, 2)}x` : ''));
     }
   }
   for (const r of results) {
@@ -272,7 +299,7 @@ function main() {
   const stock = host?.rows.find((r) => r.mode === 'stock tfjs kernels');
   console.log('\n' + JSON.stringify({
     bench: 'trainer', backend: f.backend, cpus: os.cpus().length,
-    ...(results[0]?.scaling?.reducePct !== undefined ? { scaling2: results[0].scaling.scaling2, reducePct: results[0].scaling.reducePct } : {}),
+    ...(results[0]?.scaling?.reducePct !== undefined ? { scaling2: results[0].scaling.scaling2, ceiling2: results[0].scaling.ceiling2, reducePct: results[0].scaling.reducePct } : {}),
     results,
     ...(host ? { hostMsPerStep: replayed?.estimateMsPerStep ?? replayed?.hostMsPerStep, hostMsPerStepStock: stock?.estimateMsPerStep ?? stock?.hostMsPerStep, host } : {}),
   }));
