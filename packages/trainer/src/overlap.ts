@@ -1,3 +1,4 @@
+import os from 'node:os';
 import type * as tf from '@tensorflow/tfjs';
 import { CoordinatorError, type BucketRanges, type OverlapExchange, type OverlapTiming } from '@googlenet/coordinator';
 import type { GoogLeNet, GradTap } from '@googlenet/model';
@@ -39,6 +40,23 @@ export interface OverlapSettings {
   accumulate: number;
   gradCompression: 'none' | 'fp16';
   lossScaling: boolean;
+  /**
+   * --overlap=auto only: cores of this machine left over once its workers' compute threads have theirs. The
+   * exchange thread competes with compute on a busy core: 2 workers x 1 thread on 2 cores measured no gain (the
+   * coordinator README has the figures), so auto turns it on only where a core is free for it.
+   */
+  spareCores?: number;
+}
+
+/**
+ * Cores of this machine that its `localWorkers` workers' native compute threads leave free (GOOGLENET_NATIVE_THREADS,
+ * which the launcher sets to cores / workers; the addon's own default is 2).
+ */
+export function spareCores(localWorkers: number): number {
+  const cores = os.availableParallelism();
+  const t = Number(process.env.GOOGLENET_NATIVE_THREADS);
+  const threads = Number.isInteger(t) && t > 0 ? t : Math.min(2, cores);
+  return cores - localWorkers * threads;
 }
 
 /**
@@ -53,6 +71,9 @@ export function overlapBlocker(s: OverlapSettings): string | null {
   if (s.accumulate > 1) return '--accumulate > 1 sums micro-batches before the exchange';
   if (s.gradCompression !== 'none') return '--grad-compression=fp16 is not overlapped (and on shared memory it only costs)';
   if (s.lossScaling) return 'loss scaling unscales the whole vector before the exchange';
+  if (s.spareCores !== undefined && s.spareCores < 1) {
+    return 'no core is free for the exchange thread (the workers\' compute threads use them all; no gain measured then): --overlap=on forces it';
+  }
   return null;
 }
 

@@ -64,7 +64,7 @@ export interface TrainStepOptions {
   /** Dynamic loss scaling (--precision=f16; loss-scale.ts): scales the loss, unscales the gradients, skips overflowing steps. */
   lossScaler?: LossScaler;
   /** --overlap (overlap.ts): 'auto' and 'on' overlap the exchange with the backward where it applies. Default off. */
-  overlap?: { choice: OverlapChoice; bucketBytes: number; gradCompression: 'none' | 'fp16' };
+  overlap?: { choice: OverlapChoice; bucketBytes: number; gradCompression: 'none' | 'fp16'; spareCores?: number };
 }
 
 interface GpuProfile {
@@ -128,6 +128,7 @@ export class TrainStep {
     const ov = opts.overlap;
     const blocked = ov && ov.choice !== 'off' ? overlapBlocker({
       worldSize: reducer.worldSize, backend: tf.getBackend(), accumulate: opts.accumulate, gradCompression: ov.gradCompression, lossScaling: !!opts.lossScaler,
+      ...(ov.choice === 'auto' && ov.spareCores !== undefined ? { spareCores: ov.spareCores } : {}),
     }) : 'off';
     // The overlap thread averages the gradients in place, so they live in memory both threads share.
     this.flat = new Float32Array(blocked === null ? new SharedArrayBuffer(off * 4) : new ArrayBuffer(off * 4));

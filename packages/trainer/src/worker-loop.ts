@@ -7,6 +7,7 @@ import { TrainerError } from './errors';
 import type { Sgd } from './optim';
 import { learningRate } from './schedule';
 import { TrainStep, type StepTimes } from './step';
+import { spareCores } from './overlap';
 import { LossScaler, type LossScaleState } from './loss-scale';
 import { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, encodeCheckpoint, writeCheckpoint, type CheckpointMeta } from './checkpoint';
 import { evaluate, type EvalResult } from './evaluate';
@@ -46,7 +47,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     auxWeight: cfg.auxWeight, accumulate: cfg.accumulate, batchSize: cfg.batchSize, imageSize: cfg.imageSize, seed: cfg.seed, rank: id.rank,
     labelSmoothing: cfg.labelSmoothing, clipGradNorm: cfg.clipGradNorm, ...(replayBlocker(cfg) ? { replay: false } : {}),
     ...(lossScaler ? { lossScaler } : {}),
-    overlap: { choice: cfg.overlap, bucketBytes: Math.round(cfg.bucketMb * 1024 * 1024), gradCompression: cfg.gradCompression },
+    overlap: { choice: cfg.overlap, bucketBytes: Math.round(cfg.bucketMb * 1024 * 1024), gradCompression: cfg.gradCompression, spareCores: spareCores(cfg.workers) },
   });
   // One webgpu worker would replay captured steps: say why it does not.
   if (replayBlocker(cfg) && tf.getBackend() === 'webgpu' && reducer.worldSize === 1) say(`webgpu replay off, steps run through tfjs: ${replayBlocker(cfg)}`);
