@@ -1,10 +1,9 @@
-import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { CoordinatorError } from './errors.js';
 import { floatToHalf, halfToFloat } from './fp16.js';
 import { PEER_CHUNK_ELEMS, shardRange, type FrameSink, type PeerFailureCode, type PeerPlane } from './peer.js';
 import { CloseCode, ProtocolViolation, type ChunkMsg, type DType, type Op, type PeerAddress } from './protocol.js';
 import { shmAddon, shmUnavailable, type ShmAddon } from './shm-native.js';
-import { ABORT, defaultChunkElems, headerBytes, laggingRanks, mapSegment } from './shm-plane.js';
+import { ABORT, defaultChunkElems, headerBytes, laggingRanks, mapSegment, waitForRanks } from './shm-plane.js';
 
 /**
  * The hierarchical data plane, for ranks on several machines: shared memory within each machine, TCP between
@@ -364,24 +363,21 @@ export class HierPlane implements FrameSink {
   /** Waits until every other local rank reached (q, step); fails at once on the segment's abort or a dead rank. */
   private async waitLocal(q: number, step: number, deadline: number, t: HierTiming, what: string): Promise<void> {
     const { k, seg } = this, { L, me } = this.p;
-    const t0 = performance.now();
-    for (;;) {
-      if (this.dead) throw this.dead; // after close the segment is unmapped: touch nothing
-      const r = k.wait(seg, L, me, q, step, SLICE_MS);
-      if (r === 0) break;
-      if (r === 2) throw this.abortError();
-      if (r >= 3) {
-        this.abortWith(ABORT.GONE, r - 3);
+    t.waitMs += await waitForRanks(k, seg, L, me, q, step, SLICE_MS, deadline, {
+      check: () => {
+        if (this.dead) throw this.dead; // after close the segment is unmapped: touch nothing
+      },
+      aborted: () => { throw this.abortError(); },
+      gone: (r) => {
+        this.abortWith(ABORT.GONE, r);
         throw this.abortError();
-      }
-      if (performance.now() > deadline) {
+      },
+      timedOut: () => {
         const late = laggingRanks(this.u32, L, me, q, step).map((l) => this.global(l));
         this.abortWith(ABORT.TIMEOUT, late.length ? late[0]! - this.global(0) : me);
         throw new CoordinatorError('ROUND_TIMEOUT', `hier plane: collective ${q} waited ${this.timeoutMs / 1000} s for rank(s) ${late.join(',')} to ${what}; a rank is stuck`, late[0]);
-      }
-      await yieldLoop();
-    }
-    t.waitMs += performance.now() - t0;
+      },
+    });
   }
 
   private global(local: number): number {

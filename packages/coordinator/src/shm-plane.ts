@@ -195,24 +195,21 @@ export class ShmPlane {
     const nm = metrics ? metrics.length + 1 : 0; // 0: no metrics (a rank with and one without is a mismatch)
     const deadline = performance.now() + this.timeoutMs;
     const wait = async (wq: number, step: number, what: string): Promise<void> => {
-      const t0 = performance.now();
-      for (;;) {
-        const r = k.wait(seg, R, me, wq, step, SLICE_MS);
-        if (r === 0) break;
-        if (r === 2) throw this.abortError();
-        if (r >= 3) {
-          this.abortWith(ABORT.GONE, r - 3);
+      t.waitMs += await waitForRanks(k, seg, R, me, wq, step, SLICE_MS, deadline, {
+        check: () => {
+          if (this.closed) throw new CoordinatorError('CLOSED', 'the shm plane was closed during a collective');
+        },
+        aborted: () => { throw this.abortError(); },
+        gone: (r) => {
+          this.abortWith(ABORT.GONE, r);
           throw this.abortError();
-        }
-        if (performance.now() > deadline) {
+        },
+        timedOut: () => {
           const late = this.lagging(wq, step);
           this.abortWith(ABORT.TIMEOUT, late[0] ?? me);
           throw new CoordinatorError('ROUND_TIMEOUT', `shm plane: collective ${q} (${op}) waited ${this.timeoutMs / 1000} s for rank(s) ${late.join(',')} to ${what}; a rank is stuck`, late[0]);
-        }
-        await yieldLoop();
-        if (this.closed) throw new CoordinatorError('CLOSED', 'the shm plane was closed during a collective');
-      }
-      t.waitMs += performance.now() - t0;
+        },
+      });
     };
     if (q > 1 && this.lastSteps > 0) await wait(q - 1, this.lastSteps, 'finish the previous collective');
     this.lastSteps = 3 * K;
@@ -379,6 +376,37 @@ export function laggingRanks(u32: Uint32Array, ranks: number, me: number, q: num
     if (r !== me && v < target) out.push(r);
   }
   return out;
+}
+
+/** What a wait on the segment does when it cannot end normally (each throws). */
+export interface SegmentWaitEnds {
+  /** Before each slice: throws when the plane must not touch the segment any more (closed, failed). */
+  check(): void;
+  /** The segment's abort word is set. */
+  aborted(): never;
+  /** Local rank `local`'s process no longer exists. */
+  gone(local: number): never;
+  /** The deadline passed. */
+  timedOut(): never;
+}
+
+/**
+ * Waits until every other of `ranks` ranks reached (q, step) in the segment, in slices of `sliceMs` (spin, yield,
+ * futex inside the addon) between which the event loop runs (the coordinator's abort, pings). Returns the ms waited.
+ * The shm and hier planes share it.
+ */
+export async function waitForRanks(k: ShmAddon, seg: ArrayBuffer, ranks: number, me: number, q: number, step: number, sliceMs: number,
+  deadline: number, ends: SegmentWaitEnds): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    ends.check();
+    const r = k.wait(seg, ranks, me, q, step, sliceMs);
+    if (r === 0) return performance.now() - t0;
+    if (r === 2) ends.aborted();
+    if (r >= 3) ends.gone(r - 3);
+    if (performance.now() > deadline) ends.timedOut();
+    await yieldLoop();
+  }
 }
 
 /** Bytes of a segment for `ranks` ranks (header, then 2 buffers of ranks + 1 slots of `chunkElems` floats). */
