@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { floatToHalf, halfToFloat } from './fp16.js';
+import { bytes, inputs, q16 } from './plane-test-values.js';
 import { HierPlane, placement } from './hier-plane.js';
 import { PeerPlane } from './peer.js';
 import { Arena, referenceMean } from './reduce.js';
@@ -38,16 +38,6 @@ async function run(j: Job, op: 'mean' | 'bcast', dtype: 'f32' | 'f16', data: Flo
   j.planes.forEach((p, r) => p.begin(seq, op, dtype, data[r]!));
   await Promise.all(j.planes.map((p) => p.run()));
 }
-
-/** Values spanning many magnitudes and signs, so that summation order shows in the bits. */
-function inputs(ranks: number, n: number, seed: number): Float32Array[] {
-  let s = seed >>> 0;
-  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-  return Array.from({ length: ranks }, () => Float32Array.from({ length: n }, () => (next() - 0.5) * 10 ** Math.floor(next() * 12 - 6)));
-}
-
-const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-const q16 = (x: number) => halfToFloat(floatToHalf(x));
 
 describe('placement', () => {
   it('numbers machines, local ranks and the carriers (the fewest ranks on any machine)', () => {

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CoordinatorError } from './errors.js';
-import { floatToHalf, halfToFloat } from './fp16.js';
+import { bytes, inputs, q16 } from './plane-test-values.js';
 import { referenceMean } from './reduce.js';
 import { ShmPlane, defaultChunkElems, segmentBytes, shmSpaceProblem } from './shm-plane.js';
 import { shmUnavailable } from './shm-native.js';
@@ -21,16 +21,6 @@ async function planes(ranks: number, o: { chunkElems?: number; timeoutMs?: numbe
   const ps = await Promise.all(Array.from({ length: ranks }, (_, rank) => ShmPlane.open({ path, rank, ranks, timeoutMs: o.timeoutMs ?? 5000, chunkElems: o.chunkElems })));
   return { path, ps };
 }
-
-/** Values spanning many magnitudes and signs, so that summation order shows in the bits. */
-function inputs(ranks: number, n: number, seed: number): Float32Array[] {
-  let s = seed >>> 0;
-  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-  return Array.from({ length: ranks }, () => Float32Array.from({ length: n }, () => (next() - 0.5) * 10 ** Math.floor(next() * 12 - 6)));
-}
-
-const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-const q16 = (x: number) => halfToFloat(floatToHalf(x));
 
 maybe('shared-memory data plane', () => {
   it('averages 1-5 ranks to the exact mean over several chunks and a ragged tail, identical bytes on every rank', async () => {
