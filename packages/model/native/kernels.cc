@@ -492,7 +492,17 @@ napi_value CopyCols(napi_env env, napi_callback_info info) {
 // Each product and sum is rounded to float32 in the order tfjs's kernels use, and never contracted into an
 // FMA, so the result is bitwise that of the tensor path.
 __attribute__((optimize("fp-contract=off")))
-void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd, float lr, bool started) {
+void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd, float lr, bool started, bool nesterov) {
+  if (b && nesterov) {
+    // torch.optim.SGD(nesterov=True): the step is d + momentum*buf with buf already updated.
+    for (size_t i = 0; i < n; i++) {
+      float d = g[i] + w[i] * wd;
+      float buf = started ? b[i] * mom + d : d;
+      b[i] = buf;
+      w[i] = w[i] - (d + buf * mom) * lr;
+    }
+    return;
+  }
   for (size_t i = 0; i < n; i++) {
     float d = g[i] + w[i] * wd;
     if (b) {
@@ -504,9 +514,9 @@ void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd,
 }
 
 // sgd(heap, wOffsets: Float64Array, bOffsets: Float64Array (-1: none), sizes: Float64Array,
-//     grads: Float32Array, gOffsets: Float64Array, momentum, weightDecay, lr, started)
+//     grads: Float32Array, gOffsets: Float64Array, momentum, weightDecay, lr, started[, nesterov])
 napi_value Sgd(napi_env env, napi_callback_info info) {
-  size_t argc = 10; napi_value argv[10];
+  size_t argc = 11; napi_value argv[11];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint8_t* heap; size_t len;
   auto typed = [&](napi_value v, napi_typedarray_type want, void** data, size_t* count) {
@@ -514,11 +524,11 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
     return napi_get_typedarray_info(env, v, &t, count, data, &ab, &off) == napi_ok && t == want;
   };
   void *wo, *bo, *sz, *gr, *go; size_t nw, nb, ns, ng, ngo;
-  if (argc != 10 || !heapPtr(env, argv[0], &heap, &len) || !typed(argv[1], napi_float64_array, &wo, &nw) ||
+  if ((argc != 10 && argc != 11) || !heapPtr(env, argv[0], &heap, &len) || !typed(argv[1], napi_float64_array, &wo, &nw) ||
       !typed(argv[2], napi_float64_array, &bo, &nb) || !typed(argv[3], napi_float64_array, &sz, &ns) ||
       !typed(argv[4], napi_float32_array, &gr, &ng) || !typed(argv[5], napi_float64_array, &go, &ngo) ||
       nb != nw || ns != nw || ngo != nw) {
-    napi_throw_type_error(env, nullptr, "sgd(heap, wOffsets, bOffsets, sizes, grads, gOffsets, momentum, weightDecay, lr, started)");
+    napi_throw_type_error(env, nullptr, "sgd(heap, wOffsets, bOffsets, sizes, grads, gOffsets, momentum, weightDecay, lr, started[, nesterov])");
     return nullptr;
   }
   const double *W = static_cast<double*>(wo), *B = static_cast<double*>(bo), *S = static_cast<double*>(sz), *G = static_cast<double*>(go);
@@ -530,13 +540,14 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
   }
   float mom = (float)num(env, argv[6]), wd = (float)num(env, argv[7]), lr = (float)num(env, argv[8]);
   bool started = num(env, argv[9]) != 0;
+  bool nesterov = argc == 11 && num(env, argv[10]) != 0;
   // Split the tensors between the threads by element count.
   double total = 0; for (size_t i = 0; i < nw; i++) total += S[i];
   auto run = [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
       float* w = reinterpret_cast<float*>(heap + (size_t)W[i]);
       float* b = B[i] >= 0 ? reinterpret_cast<float*>(heap + (size_t)B[i]) : nullptr;
-      sgdRange(w, b, grads + (size_t)G[i], (size_t)S[i], mom, wd, lr, started);
+      sgdRange(w, b, grads + (size_t)G[i], (size_t)S[i], mom, wd, lr, started, nesterov);
     }
   };
   if (numThreads() == 1 || nw < 2) { run(0, nw); return nullptr; }
@@ -546,6 +557,42 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
   std::thread t(run, 0, split);
   run(split, nw);
   t.join();
+  return nullptr;
+}
+
+// ---- EMA of the weights: t = decay*t + (1-decay)*s, in place (torch.optim.swa_utils.AveragedModel's step) ----
+// Rounded as the tensor path (tf.add(tf.mul(t, decay), tf.mul(s, 1 - decay)) in float32), no FMA, so both paths
+// hold the same bits: one pass over the heap instead of three kernels and two temporaries per tensor.
+__attribute__((optimize("fp-contract=off")))
+void emaRange(float* t, const float* s, size_t n, float keep, float take) {
+  for (size_t i = 0; i < n; i++) t[i] = t[i] * keep + s[i] * take;
+}
+
+// ema(heap, tOffsets: Float64Array, sOffsets: Float64Array, sizes: Float64Array, keep, take)
+napi_value Ema(napi_env env, napi_callback_info info) {
+  size_t argc = 6; napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint8_t* heap; size_t len;
+  auto f64 = [&](napi_value v, void** data, size_t* count) {
+    napi_typedarray_type t; napi_value ab; size_t off;
+    return napi_get_typedarray_info(env, v, &t, count, data, &ab, &off) == napi_ok && t == napi_float64_array;
+  };
+  void *to, *so, *sz; size_t nt, ns, nz;
+  if (argc != 6 || !heapPtr(env, argv[0], &heap, &len) || !f64(argv[1], &to, &nt) || !f64(argv[2], &so, &ns) ||
+      !f64(argv[3], &sz, &nz) || ns != nt || nz != nt) {
+    napi_throw_type_error(env, nullptr, "ema(heap, tOffsets, sOffsets, sizes, keep, take)");
+    return nullptr;
+  }
+  const double *T = static_cast<double*>(to), *S = static_cast<double*>(so), *Z = static_cast<double*>(sz);
+  for (size_t i = 0; i < nt; i++) {
+    if (T[i] < 0 || S[i] < 0 || T[i] + 4 * Z[i] > len || S[i] + 4 * Z[i] > len) {
+      napi_throw_range_error(env, nullptr, "ema: out of bounds"); return nullptr;
+    }
+  }
+  float keep = (float)num(env, argv[4]), take = (float)num(env, argv[5]);
+  for (size_t i = 0; i < nt; i++) {
+    emaRange(reinterpret_cast<float*>(heap + (size_t)T[i]), reinterpret_cast<const float*>(heap + (size_t)S[i]), (size_t)Z[i], keep, take);
+  }
   return nullptr;
 }
 
@@ -564,6 +611,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"bnReluBackward", nullptr, BnReluBackward, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"copyCols", nullptr, CopyCols, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"sgd", nullptr, Sgd, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"ema", nullptr, Ema, nullptr, nullptr, nullptr, kPlain, nullptr},
   };
   napi_define_properties(env, exports, sizeof(fns) / sizeof(fns[0]), fns);
   return exports;

@@ -25,7 +25,8 @@ interface Addon {
   copyCols(heap: ArrayBuffer, src: number, dst: number, m: number, srcStride: number, dstStride: number, width: number,
     srcCol: number, dstCol: number): void;
   sgd?(heap: ArrayBuffer, wOffsets: Float64Array, bOffsets: Float64Array, sizes: Float64Array, grads: Float32Array,
-    gOffsets: Float64Array, momentum: number, weightDecay: number, lr: number, started: number): void;
+    gOffsets: Float64Array, momentum: number, weightDecay: number, lr: number, started: number, nesterov?: number): void;
+  ema?(heap: ArrayBuffer, tOffsets: Float64Array, sOffsets: Float64Array, sizes: Float64Array, keep: number, take: number): void;
 }
 
 interface WasmBackend {
@@ -235,18 +236,45 @@ export function concatChannels(parts: tf.Tensor4D[]): tf.Tensor4D {
  * kernels are not active or a tensor shares its memory with another, so the caller can use tfjs instead.
  */
 export function nativeSgd(params: readonly tf.Variable[], buffers: readonly tf.Variable[] | null, grads: Float32Array,
-  gradOffsets: readonly number[], o: { momentum: number; weightDecay: number; lr: number; started: boolean }): boolean {
+  gradOffsets: readonly number[], o: { momentum: number; weightDecay: number; lr: number; started: boolean; nesterov?: boolean }): boolean {
   const n = active();
   if (!n?.k.sgd) return false;
-  const own = (t: tf.Tensor): number => {
-    const e = n.be.dataIdMap.get(t.dataId);
-    return e && t.dtype === 'float32' && (e.refCount ?? 1) === 1 ? e.memoryOffset : -1;
-  };
+  const own = ownedOffset(n.be);
   const w = Float64Array.from(params, own);
   const b = buffers ? Float64Array.from(buffers, own) : new Float64Array(params.length).fill(-1);
   if (w.some((x) => x < 0) || (buffers && b.some((x) => x < 0))) return false;
   const sizes = Float64Array.from(params, (p) => p.size);
   const heap = n.be.wasm.HEAPU8.buffer as ArrayBuffer;
-  timed('sgd', () => n.k.sgd!(heap, w, b, sizes, grads, Float64Array.from(gradOffsets), o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0));
+  const go = Float64Array.from(gradOffsets);
+  // The eleventh argument only when set, so that a Nesterov step never reaches an addon built before it knew one
+  // (it throws on 11 arguments: the caller then takes the JS loop).
+  timed('sgd', () => o.nesterov
+    ? n.k.sgd!(heap, w, b, sizes, grads, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0, 1)
+    : n.k.sgd!(heap, w, b, sizes, grads, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0));
   return true;
+}
+
+/**
+ * `t = decay*t + (1-decay)*s` in place for each pair (the weights' EMA), one pass per tensor on the wasm heap,
+ * rounded as tf.add(tf.mul(t, decay), tf.mul(s, 1 - decay)) rounds in float32. Returns false (nothing done) when
+ * the native kernels are not active, the addon predates the kernel, or a target shares its memory.
+ */
+export function nativeEma(targets: readonly tf.Variable[], sources: readonly tf.Variable[], decay: number): boolean {
+  const n = active();
+  if (!n?.k.ema || targets.length !== sources.length) return false;
+  const own = ownedOffset(n.be);
+  const t = Float64Array.from(targets, own);
+  const s = Float64Array.from(sources, (v) => (v.dtype === 'float32' ? n.be.dataIdMap.get(v.dataId)?.memoryOffset ?? -1 : -1));
+  if (t.some((x) => x < 0) || s.some((x) => x < 0) || targets.some((v, i) => v.size !== sources[i]!.size)) return false;
+  const sizes = Float64Array.from(targets, (v) => v.size);
+  timed('ema', () => n.k.ema!(n.be.wasm.HEAPU8.buffer as ArrayBuffer, t, s, sizes, decay, 1 - decay));
+  return true;
+}
+
+/** A tensor's heap offset when it is float32 and owns its memory alone (safe to write in place), else -1. */
+function ownedOffset(be: WasmBackend): (t: tf.Tensor) => number {
+  return (t) => {
+    const e = be.dataIdMap.get(t.dataId);
+    return e && t.dtype === 'float32' && (e.refCount ?? 1) === 1 ? e.memoryOffset : -1;
+  };
 }

@@ -82,3 +82,32 @@ describe('the EMA of a GoogLeNet', () => {
     model.dispose();
   });
 });
+
+describe('the EMA update on wasm', () => {
+  it('takes the native in-place kernel and holds the same bits as the tensor path, numTensors flat', async () => {
+    const { selectBackend, setNativeEnabled, nativeActive, nativeProfile } = await import('@googlenet/model');
+    await selectBackend('wasm');
+    if (!nativeActive()) throw new Error('the native kernels are not built: run `npm rebuild @googlenet/model` (needs g++)');
+    const shapes = [[3, 5], [7]];
+    const make = (phase: number) => shapes.map((s, i) =>
+      tf.tidy(() => tf.variable(tf.tensor(Float32Array.from({ length: s.reduce((a, b) => a * b) }, (_, k) => Math.sin(k * 1.7 + i + phase)), s))));
+    const src = make(0);
+    const [fast, slow] = [make(1), make(1)];
+    const decay = 0.999;
+    nativeProfile(true);
+    for (let step = 0; step < 4; step++) {
+      src.forEach((v, i) => v.assign(tf.tidy(() => tf.mul(v, 1.1 + 0.01 * i + step))));
+      const before = tf.memory().numTensors;
+      setNativeEnabled(true);
+      emaUpdate(fast, src, decay);
+      setNativeEnabled(false);
+      emaUpdate(slow, src, decay);
+      expect(tf.memory().numTensors).toBe(before);
+    }
+    setNativeEnabled(true);
+    expect(nativeProfile(true).find((r) => r.name === 'native ema')?.calls).toBe(4);
+    fast.forEach((v, i) => expect(Buffer.from((v.dataSync() as Float32Array).buffer)
+      .equals(Buffer.from((slow[i]!.dataSync() as Float32Array).buffer))).toBe(true));
+    tf.dispose([...src, ...fast, ...slow]);
+  });
+});

@@ -32,8 +32,8 @@ describe('SGD with momentum and weight decay', () => {
 });
 
 describe('SGD from a flat gradient buffer', () => {
-  it.each([true, false])('updates weights and momentum in place on wasm with the same bits as the tensor path (native kernels: %s)', async (native) => {
-    const { selectBackend, setNativeEnabled, nativeActive } = await import('@googlenet/model');
+  it.each([[true, false], [false, false], [true, true], [false, true]])('updates weights and momentum in place on wasm with the same bits as the tensor path (native kernels: %s, Nesterov: %s)', async (native, nesterov) => {
+    const { selectBackend, setNativeEnabled, nativeActive, nativeProfile } = await import('@googlenet/model');
     await selectBackend('wasm');
     setNativeEnabled(native);
     if (native && !nativeActive()) throw new Error('the native kernels are not built: run `npm rebuild @googlenet/model` (needs g++)');
@@ -42,12 +42,13 @@ describe('SGD from a flat gradient buffer', () => {
     const make = () => init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
     const a = make();
     const b = make();
-    const sa = new Sgd(a, { momentum: 0.9, weightDecay: 1e-4 });
-    const sb = new Sgd(b, { momentum: 0.9, weightDecay: 1e-4 });
+    const sa = new Sgd(a, { momentum: 0.9, weightDecay: 1e-4, nesterov });
+    const sb = new Sgd(b, { momentum: 0.9, weightDecay: 1e-4, nesterov });
     const offsets = [0, 12];
     // The in-place path needs weights and buffers that own their memory.
     const { wasmView } = await import('./host');
     expect([...a, ...sa.state().buffers].every((v) => wasmView(v) !== undefined)).toBe(true);
+    nativeProfile(true);
     for (let step = 0; step < 3; step++) {
       const flat = Float32Array.from({ length: 17 }, (_, k) => Math.cos(k * (step + 1)));
       sa.stepFlat(flat, offsets, 0.05);
@@ -55,6 +56,8 @@ describe('SGD from a flat gradient buffer', () => {
       sb.step(grads, 0.05);
       tf.dispose(grads);
     }
+    // The native kernel did the steps when enabled (Nesterov included), and never when disabled.
+    expect(nativeProfile(true).find((r) => r.name === 'native sgd')?.calls ?? 0).toBe(native ? 3 : 0);
     a.forEach((v, i) => expect(Buffer.from((v.dataSync() as Float32Array).buffer).equals(Buffer.from((b[i]!.dataSync() as Float32Array).buffer))).toBe(true));
     sa.state().buffers.forEach((v, i) => expect(Array.from(v.dataSync())).toEqual(Array.from(sb.state().buffers[i]!.dataSync())));
     [sa, sb].forEach((s) => s.dispose());

@@ -16,7 +16,7 @@ describe('--recipe', () => {
     expect(recipeNames()).toContain('fashion-mnist');
     const c = resolve(['--recipe=fashion-mnist']);
     expect(c).toMatchObject({
-      recipe: 'fashion-mnist', dataset: 'fashion-mnist', imageSize: 32, batchSize: 32, workers: 2, epochs: 20, lr: 0.05, lrSchedule: 'cosine',
+      recipe: 'fashion-mnist', dataset: 'fashion-mnist', imageSize: 32, batchSize: 32, workers: 2, epochs: 36, evalEvery: 3752, lr: 0.05, lrSchedule: 'cosine',
       nesterov: true, labelSmoothing: 0.1, augment: 'pad-crop', emaDecay: 0.999, weightDecay: 0.0005,
     });
   });
