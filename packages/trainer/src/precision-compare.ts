@@ -6,7 +6,7 @@
  * What differs is only what a variant asks for: the f16 kernels, the loss scaler, forced skips, noise.
  */
 import * as tf from '@tensorflow/tfjs';
-import { GoogLeNet, googlenetLoss } from '@googlenet/model';
+import { GoogLeNet, googlenetLoss, loadStateDict, type HostTensor } from '@googlenet/model';
 import { createDataLoader, type Batch } from '@googlenet/dataloader';
 import { LocalReducer } from './reducer';
 import { Sgd } from './optim';
@@ -56,6 +56,8 @@ export interface RunOptions {
   skipFirst?: number;
   /** Progress every 20 steps. */
   log?: (line: string) => void;
+  /** Start from these weights and BN statistics (a stateDict) instead of the seed's initialisation. */
+  init?: Map<string, HostTensor>;
   /** Called with the trained model before it is disposed (e.g. to copy its weights). */
   inspect?: (model: GoogLeNet) => Promise<void>;
 }
@@ -77,6 +79,7 @@ export async function trainAndEvaluate(data: CompareData, o: RunOptions): Promis
   const { imageSize, batchSize, seed } = data;
   const scaler = o.lossScale ? new LossScaler(o.lossScale) : undefined;
   const model = new GoogLeNet({ numClasses: 10, seed });
+  if (o.init) loadStateDict(model, o.init);
   const sgd = new Sgd(model.params.map((p) => p.variable), { momentum: o.momentum, weightDecay: o.weightDecay ?? 1e-4 });
   const step = new TrainStep(model, sgd, new LocalReducer(), {
     auxWeight: 0.3, accumulate: 1, batchSize, imageSize, seed, rank: 0, replay: false, ...(scaler ? { lossScaler: scaler } : {}),
