@@ -245,13 +245,32 @@ export function nativeSgd(params: readonly tf.Variable[], buffers: readonly tf.V
   if (w.some((x) => x < 0) || (buffers && b.some((x) => x < 0))) return false;
   const sizes = Float64Array.from(params, (p) => p.size);
   const heap = n.be.wasm.HEAPU8.buffer as ArrayBuffer;
+  if (o.nesterov && !knowsNesterov(n.k, heap)) return false;
   const go = Float64Array.from(gradOffsets);
-  // The eleventh argument only when set, so that a Nesterov step never reaches an addon built before it knew one
-  // (it throws on 11 arguments: the caller then takes the JS loop).
+  // The eleventh argument only when set: the plain step keeps the call an older addon knows.
   timed('sgd', () => o.nesterov
     ? n.k.sgd!(heap, w, b, sizes, grads, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0, 1)
     : n.k.sgd!(heap, w, b, sizes, grads, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0));
   return true;
+}
+
+let nesterovKnown: boolean | undefined;
+/**
+ * Whether the loaded addon takes the Nesterov argument: one empty call (no tensors, nothing touched) the first time
+ * asks; an addon built before it rejects 11 arguments with a TypeError, and the caller then takes its JS loop.
+ */
+function knowsNesterov(k: Addon, heap: ArrayBuffer): boolean {
+  if (nesterovKnown === undefined) {
+    const none = new Float64Array(0);
+    try {
+      k.sgd!(heap, none, none, none, new Float32Array(0), none, 0, 0, 0, 0, 1);
+      nesterovKnown = true;
+    } catch (e) {
+      if (!(e instanceof TypeError)) throw e;
+      nesterovKnown = false;
+    }
+  }
+  return nesterovKnown;
 }
 
 /**

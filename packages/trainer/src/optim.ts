@@ -61,7 +61,7 @@ export class Sgd {
     const buffers = momentum !== 0 ? this.buffers : null;
     const opts = { momentum, weightDecay, lr, started: this.started, nesterov: this.opts.nesterov === true };
     // The webgpu kernel knows no Nesterov step: it takes the JS loop or tfjs there.
-    if (nativeSgdSafe(this.params, buffers, grads, offsets, opts) || (!opts.nesterov && webgpuSgd(this.params, buffers, grads, offsets, opts))) {
+    if (nativeSgd(this.params, buffers, grads, offsets, opts) || (!opts.nesterov && webgpuSgd(this.params, buffers, grads, offsets, opts))) {
       this.started = true;
       return;
     }
@@ -125,16 +125,6 @@ export class Sgd {
 }
 
 const f32 = Math.fround;
-
-/** nativeSgd, except that an addon built before it knew Nesterov (a TypeError on 11 arguments) means "not done". */
-function nativeSgdSafe(...args: Parameters<typeof nativeSgd>): boolean {
-  try {
-    return nativeSgd(...args);
-  } catch (e) {
-    if (e instanceof TypeError && args[4].nesterov) return false;
-    throw e;
-  }
-}
 
 // Monomorphic loops over typed arrays (V8 keeps them tight: ~4 ns per element here); each product and sum is
 // rounded to float32 as the tfjs kernels round it, so the result is bitwise that of Sgd.step().

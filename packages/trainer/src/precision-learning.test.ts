@@ -36,7 +36,7 @@ describe.skipIf(!!why)('--precision=f16 learns as well as fp32', () => {
     await selectBackend('wasm');
     const pre = await syntheticData({ ...PRETRAIN, imageSize: 32, trainSamples: PRETRAIN.steps * PRETRAIN.batchSize, testSamples: 300 });
     let start: Map<string, HostTensor> | undefined;
-    const before = await trainAndEvaluate(pre, { ...PRETRAIN, inspect: async (m) => { start = await stateDict(m); } });
+    const before = await trainAndEvaluate(pre, { lr: PRETRAIN.lr, momentum: PRETRAIN.momentum, inspect: async (m) => { start = await stateDict(m); } });
 
     const data = await syntheticData({ steps: STEPS, batchSize: 8, imageSize: 32, seed: 1, trainSamples: STEPS * 8, testSamples: 300 });
     // The same device both times: selectBackend switches the kernels (fp32 leaves tfjs's own in charge).
