@@ -1,8 +1,10 @@
 // Shared-memory data plane primitives (src/shm-plane.ts drives them). Built at install by tools/build-native.mjs;
 // without it the shm plane is unavailable and the job uses the TCP peer plane.
 //
-//   create(path, bytes, ranks, chunkElems) -> ArrayBuffer   new segment (path.tmp, initialised, renamed to path)
-//   open(path, bytes) -> ArrayBuffer                          map an existing segment (throws with .code = errno name)
+//   create(path, bytes, ranks, chunkElems[, sharedElems])    new segment (path.tmp, initialised, renamed to path);
+//                                                             sharedElems: each rank's registered slot (header word 8)
+//   open(path, bytes) -> ArrayBuffer                          map an existing segment (throws with .code = errno name);
+//                                                             bytes 0: whatever size rank 0 made it
 //   attach(seg, rank) -> mapped                               records this pid, counts the ranks that mapped it
 //   unlink(path) / unmap(seg)
 //   fd(seg) -> fd                                             the segment's open descriptor: a thread of this process
@@ -13,6 +15,8 @@
 //   abort(seg, word)                                          first abort wins; wakes every waiter
 //   reduce(seg, inBase, stride, ranks, mine, outOff, quantize) mean over ranks (see below), into seg and `mine`
 //   quantize(seg, off, src)                                   seg[off..] <- float(binary16(src)), round to nearest even
+//   reduceSlots(seg, base, stride, ranks, count, quantize)    registered slots: the mean over the R slots at
+//                                                             base + r * stride, written back into every slot
 //
 // The mean is the project's exact mean (src/reduce.ts): float64 sum in rank order, then * (1/R) for a power of
 // two R, else / R, one rounding to float32; with quantize, the result is rounded to binary16 and widened again,
@@ -49,7 +53,8 @@ struct Header {
   std::atomic<uint32_t> abortWord;  // 0, or (code << 16) | (rank + 1) of the first rank that gave up
   std::atomic<uint32_t> bell;     // futex word: bumped by every signal
   std::atomic<uint32_t> sleepers; // waiters inside futex_wait (signal skips the syscall when 0)
-  uint8_t pad[64 - 32];
+  uint32_t sharedElems;           // floats of each rank's registered slot (0: none); ranks != 0 read the layout here
+  uint8_t pad[64 - 36];
 };
 struct RankLine {
   std::atomic<uint64_t> counter;
@@ -132,8 +137,10 @@ bool args(napi_env env, napi_callback_info info, napi_value (&argv)[N]) {
 }
 
 napi_value Create(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (!args(env, info, argv)) { napi_throw_type_error(env, nullptr, "create(path, bytes, ranks, chunkElems)"); return nullptr; }
+  napi_value argv[5];
+  size_t argc = 5;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc != 4 && argc != 5) { napi_throw_type_error(env, nullptr, "create(path, bytes, ranks, chunkElems[, sharedElems])"); return nullptr; }
   std::string path = str(env, argv[0]), tmp = path + ".tmp";
   size_t bytes = num(env, argv[1]);
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -147,6 +154,7 @@ napi_value Create(napi_env env, napi_callback_info info) {
   auto* h = static_cast<Header*>(p);
   h->magic = kMagic; h->version = kVersion;
   h->ranks = num(env, argv[2]); h->chunkElems = num(env, argv[3]);
+  h->sharedElems = argc == 5 ? num(env, argv[4]) : 0;
   std::atomic_thread_fence(std::memory_order_seq_cst);
   // Renamed only when initialised: whoever opens `path` sees a whole header.
   if (rename(tmp.c_str(), path.c_str()) != 0) { int e = errno; munmap(p, bytes); close(fd); unlink(tmp.c_str()); return throwErrno(env, "cannot publish", path, e); }
@@ -161,7 +169,11 @@ napi_value Open(napi_env env, napi_callback_info info) {
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return throwErrno(env, "cannot open", path, errno);
   struct stat st;
-  if (fstat(fd, &st) != 0 || (size_t)st.st_size != bytes) { close(fd); return throwErrno(env, "unexpected size of", path, EIO); }
+  if (fstat(fd, &st) != 0 || (bytes != 0 && (size_t)st.st_size != bytes) || (size_t)st.st_size < sizeof(Header)) {
+    close(fd);
+    return throwErrno(env, "unexpected size of", path, EIO);
+  }
+  if (bytes == 0) bytes = st.st_size;
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) { int e = errno; close(fd); return throwErrno(env, "cannot map", path, e); }
   auto* h = static_cast<Header*>(p);
@@ -381,6 +393,43 @@ napi_value Reduce(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// Registered slots (each rank's gradients live in its slot of the segment, written there by the trainer): this rank
+// averages its shard [base, base + count) over the R slots at base + r * stride and writes the mean back into that
+// shard of every slot, so after every rank did its shard each slot holds the whole mean, in place, with nothing
+// copied in or out. Same arithmetic as Reduce (float64 sum in rank order, one rounding; quantize: inputs were rounded
+// by their owners, the mean is rounded again). Another rank's shards of this rank's slot are written by it meanwhile:
+// the plane's counters keep every rank out of its slot until all shards are done.
+napi_value ReduceSlots(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  uint8_t* p; size_t n;
+  if (!args(env, info, argv) || !seg(env, argv[0], &p, &n)) {
+    napi_throw_type_error(env, nullptr, "reduceSlots(seg, base, stride, ranks, count, quantize)");
+    return nullptr;
+  }
+  size_t base = num(env, argv[1]), stride = num(env, argv[2]), count = num(env, argv[4]);
+  int R = num(env, argv[3]);
+  bool q = num(env, argv[5]) != 0;
+  if (R < 1 || base % 4 || stride % 4 || base + (R - 1) * stride + count * 4 > n) { napi_throw_range_error(env, nullptr, "reduceSlots: outside the segment"); return nullptr; }
+  const bool pow2 = (R & (R - 1)) == 0;
+  const double scale = pow2 ? 1.0 / R : double(R);
+  constexpr size_t B = 512;
+  alignas(64) double acc[B];
+  alignas(64) float mean[B];
+  for (size_t b0 = 0; b0 < count; b0 += B) {
+    const size_t m = count - b0 < B ? count - b0 : B;
+    for (int r = 0; r < R; r++) {
+      const float* x = reinterpret_cast<const float*>(p + base + r * stride) + b0;
+      if (r == 0) for (size_t i = 0; i < m; i++) acc[i] = x[i];
+      else for (size_t i = 0; i < m; i++) acc[i] += x[i];
+    }
+    if (pow2) for (size_t i = 0; i < m; i++) mean[i] = float(acc[i] * scale);
+    else for (size_t i = 0; i < m; i++) mean[i] = float(acc[i] / scale);
+    if (q) for (size_t i = 0; i < m; i++) mean[i] = quantize(mean[i]);
+    for (int r = 0; r < R; r++) std::memcpy(reinterpret_cast<float*>(p + base + r * stride) + b0, mean, m * 4);
+  }
+  return nullptr;
+}
+
 constexpr napi_property_attributes kPlain =
     static_cast<napi_property_attributes>(napi_writable | napi_enumerable | napi_configurable);
 
@@ -397,6 +446,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"abort", nullptr, Abort, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"reduce", nullptr, Reduce, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"quantize", nullptr, Quantize, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"reduceSlots", nullptr, ReduceSlots, nullptr, nullptr, nullptr, kPlain, nullptr},
   };
   napi_define_properties(env, exports, sizeof(fns) / sizeof(fns[0]), fns);
   return exports;

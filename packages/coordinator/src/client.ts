@@ -49,6 +49,12 @@ export interface ClientOptions {
    * the port; 'coordinator' neither.
    */
   dataPlane?: DataPlaneChoice;
+  /**
+   * Shared-memory plane: floats of a buffer that each rank may fill and all-reduce in place without a copy in or out
+   * (`sharedBuffer()`: the trainer's gradients). Rank 0 adds it to the segment when /dev/shm has room for it;
+   * default 0 (none).
+   */
+  sharedElems?: number;
 }
 
 /**
@@ -79,7 +85,7 @@ export interface AllReduceOptions {
   preReduced?: number;
 }
 
-const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000, dataPlane: 'auto' as DataPlaneChoice };
+const DEFAULTS = { bucketBytes: 25 * 1024 * 1024, gradCompression: 'none' as const, timeoutMs: 30_000, rendezvousTimeoutMs: 120_000, dataPlane: 'auto' as DataPlaneChoice, sharedElems: 0 };
 /** Extra wait beyond a timeout so that the coordinator's abort (which names the failed rank) wins the race. */
 const GRACE_MS = 1000;
 
@@ -154,6 +160,7 @@ export class CoordinatorClient {
     check(opts.gradCompression === 'none' || opts.gradCompression === 'fp16', 'INVALID_OPTIONS', () => `gradCompression must be 'none' or 'fp16', got ${opts.gradCompression}`);
     check(opts.timeoutMs > 0 && opts.rendezvousTimeoutMs > 0, 'INVALID_OPTIONS', () => 'timeoutMs and rendezvousTimeoutMs must be positive');
     check(DATA_PLANES.includes(opts.dataPlane), 'INVALID_OPTIONS', () => `dataPlane must be one of ${DATA_PLANES.join(', ')}, got ${String(opts.dataPlane)}`);
+    check(Number.isInteger(opts.sharedElems) && opts.sharedElems >= 0 && opts.sharedElems < 2 ** 32, 'INVALID_OPTIONS', () => `sharedElems must be an integer in 0..2^32-1, got ${opts.sharedElems}`);
     const token = resolveToken(opts.token);
     const ca = opts.ca === undefined ? undefined : opts.ca.includes('-----BEGIN') ? opts.ca : existsSync(opts.ca) ? readFileSync(opts.ca, 'utf8') : opts.ca;
     const deadline = Date.now() + opts.rendezvousTimeoutMs + GRACE_MS;
@@ -227,11 +234,26 @@ export class CoordinatorClient {
   /** Maps the job's shared segment; a failure here closes the socket, so the coordinator aborts the other ranks. */
   private async openShm(path: string): Promise<void> {
     try {
-      this.shm = await ShmPlane.open({ path, rank: this.rank, ranks: this.worldSize, timeoutMs: this.opts.timeoutMs });
+      // Rank 0 makes the segment, so its /dev/shm decides whether the registered slots fit; the others follow its header.
+      const want = this.opts.sharedElems;
+      const room = want && this.rank === 0 ? shmSpaceProblem(this.worldSize, statfsSync('/dev/shm'), want) : null;
+      if (room) this.opts.log?.(`rank 0: gradients are copied through the shared segment, not kept in it: ${room}`);
+      this.shm = await ShmPlane.open({ path, rank: this.rank, ranks: this.worldSize, timeoutMs: this.opts.timeoutMs, sharedElems: room ? 0 : want });
     } catch (e) {
       throw this.failure ?? new CoordinatorError((e as CoordinatorError).code ?? 'CONNECTION_LOST', `rank ${this.rank}: ${(e as Error).message}; ` +
         `ranks with one host id must share /dev/shm (or start the coordinator with dataPlane: 'peer')`);
     }
+  }
+
+  /**
+   * This rank's buffer of `n` floats in the shared-memory segment (ClientOptions.sharedElems), or null when the job has
+   * none (another data plane, no room in /dev/shm, an older addon, another length). An allReduce or broadcast of it (or
+   * of a range of it) exchanges in place: the other ranks read and write it directly, during the collective only.
+   * Every rank must use it or none, for the same collectives; it is detached when the client closes.
+   */
+  sharedBuffer(n: number): Float32Array | null {
+    const slot = this.shm?.slot() ?? null;
+    return slot && slot.length === n ? slot : null;
   }
 
   /** Rank 0's `data` is copied into every rank's `data` (lengths must match on every rank). */

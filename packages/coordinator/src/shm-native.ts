@@ -8,7 +8,9 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 export interface ShmAddon {
-  create(path: string, bytes: number, ranks: number, chunkElems: number): ArrayBuffer;
+  /** sharedElems (addons with reduceSlots): floats of each rank's registered slot, kept in the header for the others. */
+  create(path: string, bytes: number, ranks: number, chunkElems: number, sharedElems?: number): ArrayBuffer;
+  /** bytes 0 (addons with reduceSlots): the size rank 0 gave the segment. */
   open(path: string, bytes: number): ArrayBuffer;
   attach(seg: ArrayBuffer, rank: number): number;
   unlink(path: string): void;
@@ -20,6 +22,8 @@ export interface ShmAddon {
   abort(seg: ArrayBuffer, word: number): void;
   reduce(seg: ArrayBuffer, inBase: number, stride: number, ranks: number, me: number, mine: Float32Array, outOff: number, quantize: number): void;
   quantize(seg: ArrayBuffer, off: number, src: Float32Array): void;
+  /** Registered slots: the mean of [base, base + count*4) over the slots at base + r*stride, into every slot. Absent in addons built before it. */
+  reduceSlots?(seg: ArrayBuffer, base: number, stride: number, ranks: number, count: number, quantize: number): void;
 }
 
 const ADDON = fileURLToPath(new URL('../native/build/googlenet_shm.node', import.meta.url));

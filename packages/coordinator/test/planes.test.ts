@@ -23,18 +23,23 @@ afterEach(async () => {
 
 const bytesOf = (x: Float32Array): Buffer => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
 const q16 = (v: number) => halfToFloat(floatToHalf(v));
-const PLANES = ['shm', 'peer', 'coordinator'] as const;
+// 'shm slots': the shm plane with each rank's data in its registered slot of the segment (sharedBuffer, zero-copy).
+const PLANES = ['shm', 'shm slots', 'peer', 'coordinator'] as const;
 
 (unavailable ? describe.skip : describe)('data planes', () => {
-  it('give identical bytes on shm, peer and coordinator planes: fp32 mean, fp16 head + fp32 tail, broadcast, metrics', async () => {
+  it('give identical bytes on shm (copied and in slots), peer and coordinator planes: fp32 mean, fp16 head + fp32 tail, broadcast, metrics', async () => {
     const numel = 20_011, head = 15_000;
     const inputs = [0, 1, 2].map((r) => randomFloats(numel, 90 + r));
     const out: Record<string, Buffer[]> = {};
-    for (const plane of PLANES) {
+    for (const variant of PLANES) {
+      const plane = variant === 'shm slots' ? 'shm' : variant;
       for (const compression of ['none', 'fp16'] as const) {
-        job = await startJob(3, { dataPlane: plane }, { bucketBytes: 16 * 1024, gradCompression: compression, dataPlane: plane });
+        job = await startJob(3, { dataPlane: plane }, { bucketBytes: 16 * 1024, gradCompression: compression, dataPlane: plane, ...(variant === 'shm slots' ? { sharedElems: numel } : {}) });
         expect(job.logs.some((l) => l.includes(`data plane ${plane}`)), job.logs.join('\n')).toBe(true);
-        const datas = inputs.map((x) => x.slice());
+        const datas = variant === 'shm slots' ? job.clients.map((c) => c.sharedBuffer(numel)!) : inputs.map(() => new Float32Array(numel));
+        datas.forEach((d, r) => d.set(inputs[r]!));
+        // only the length the segment was made for
+        if (variant === 'shm slots') expect(job.clients.map((c) => c.sharedBuffer(numel - 1))).toEqual([null, null, null]);
         const metrics = [0, 1, 2].map((r) => new Float64Array([r, 0.5]));
         await Promise.all(job.clients.map((c, r) => c.allReduce(datas[r]!, metrics[r], { compressibleLength: head })));
         for (const m of metrics) expect(Array.from(m)).toEqual([3, 1.5]);
@@ -42,7 +47,7 @@ const PLANES = ['shm', 'peer', 'coordinator'] as const;
         const bc = [0, 1, 2].map((r) => randomFloats(777, 7 + r));
         await Promise.all(job.clients.map((c, r) => c.broadcast(bc[r]!)));
         for (const b of bc) expect(bytesOf(b).equals(bytesOf(bc[0]!))).toBe(true);
-        (out[compression] ??= []).push(...datas.map(bytesOf));
+        (out[compression] ??= []).push(...datas.map((d) => Buffer.from(bytesOf(d)))); // a copy: slots are unmapped at close
         await stopJob(job);
         job = null;
       }

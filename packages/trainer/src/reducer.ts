@@ -18,6 +18,11 @@ export interface GradientReducer {
    * where the reducer cannot; rejects with code INVALID_OPTIONS when this job's data plane is not shared memory.
    */
   openOverlap?(data: Float32Array, buckets: BucketRanges[]): Promise<OverlapExchange>;
+  /**
+   * A buffer of `n` floats that allReduce averages in place without copying it in or out (the shared-memory plane's
+   * registered slot), or null/absent: the step then keeps its gradients in memory of its own.
+   */
+  sharedBuffer?(n: number): Float32Array | null;
   /** In place: `metrics` becomes the sum over ranks (evaluation). */
   reduceMetrics(metrics: Float64Array): Promise<void>;
   /** In place: rank 0's `data` lands in every rank's buffer. */
@@ -47,6 +52,9 @@ export class CoordinatorReducer implements GradientReducer {
   }
   openOverlap(data: Float32Array, buckets: BucketRanges[]): Promise<OverlapExchange> {
     return this.client.openOverlap(data, buckets);
+  }
+  sharedBuffer(n: number): Float32Array | null {
+    return this.client.sharedBuffer(n);
   }
   reduceMetrics(metrics: Float64Array): Promise<void> {
     return this.client.allReduce(EMPTY, metrics);

@@ -105,6 +105,8 @@ const M_LOSS = 0, M_TOP1 = 1, M_TOP5 = 2, M_COUNT = 3;
  */
 export class TrainStep {
   readonly flat: Float32Array;
+  /** `flat` is this rank's slot of the shared-memory plane: the exchange averages it in place, no copy in or out. */
+  readonly inSharedSegment: boolean;
   private readonly metrics = new Float64Array(4);
   private readonly paramOffsets: number[] = [];
   private readonly bufferOffsets: number[] = [];
@@ -130,8 +132,11 @@ export class TrainStep {
       worldSize: reducer.worldSize, backend: tf.getBackend(), accumulate: opts.accumulate, gradCompression: ov.gradCompression, lossScaling: !!opts.lossScaler,
       ...(ov.choice === 'auto' && ov.spareCores !== undefined ? { spareCores: ov.spareCores } : {}),
     }) : 'off';
-    // The overlap thread averages the gradients in place, so they live in memory both threads share.
-    this.flat = new Float32Array(blocked === null ? new SharedArrayBuffer(off * 4) : new ArrayBuffer(off * 4));
+    // The overlap thread averages the gradients in place, so they live in memory both threads share. Otherwise in the
+    // shared-memory plane's registered slot where the job has one: the other ranks average it there, with no copy.
+    const shared = blocked === null ? null : reducer.sharedBuffer?.(off) ?? null;
+    this.flat = shared ?? new Float32Array(blocked === null ? new SharedArrayBuffer(off * 4) : new ArrayBuffer(off * 4));
+    this.inSharedSegment = shared !== null;
     if (blocked === null) this.overlap = new OverlapState(model, this.flat, this.paramOffsets, ov!.bucketBytes);
     else if (blocked !== 'off' && reducer.worldSize > 1) this.overlapNote = `overlap off: ${blocked}`;
     this.topK = Math.min(5, model.numClasses);

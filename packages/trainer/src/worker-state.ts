@@ -79,6 +79,8 @@ export async function prepareTraining(ctx: WorkerContext): Promise<TrainState> {
       ca: cfg.tlsCa ? await fs.readFile(cfg.tlsCa, 'utf8') : undefined,
       bucketBytes: Math.round(cfg.bucketMb * 1024 * 1024), gradCompression: cfg.gradCompression,
       timeoutMs: Math.round(cfg.roundTimeout * 1000), dataPlane: cfg.dataPlane,
+      // The step's gradients and BN statistics (TrainStep.flat) can then live in the shared segment: no copy in or out.
+      sharedElems: [...model.params, ...model.buffers].reduce((n, p) => n + p.variable.size, 0),
       // Refused peer connections (wrong key, malformed hello) and plane choices belong in this rank's log.
       log: say,
     });

@@ -19,6 +19,8 @@ describe.skipIf(noShm !== null)('--data-plane', () => {
       const out = path.join(dir, plane);
       await train([...common, `--data-plane=${plane}`, `--out=${out}`]);
       expect(fs.readFileSync(path.join(out, 'coordinator.log'), 'utf8')).toContain(`data plane ${plane}`);
+      // shm: the step's gradient buffer is rank's slot of the segment (the zero-copy path), not a copy
+      expect(fs.readFileSync(path.join(out, 'train.log'), 'utf8').includes('kept in the shared-memory segment')).toBe(plane === 'shm');
       const d = rankDigests(out);
       expect(d.get(1)).toBe(d.get(0));
       digests[plane] = d.get(0);
