@@ -1,5 +1,7 @@
 // nx run coordinator:bench [--workers=2,4] --numel=13385816 [--grad-compression=fp16] [--iters=10] [--warmup=3]
-//   [--bucket-bytes=26214400] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS] [--machines=M]
+//   [--bucket-bytes=26214400] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS] [--machines=M] [--shared=on|off]
+// --shared=on (default, as the trainer): on the shm plane each rank's vector lives in its registered slot of the segment
+// (no copy in or out); off: the copying shm path.
 // --machines=M: simulates M machines on this one (GOOGLENET_HOST_ID per worker, contiguous ranks), so that auto
 // picks the hierarchical plane (and --data-plane=peer the flat plane over the same "machines").
 // --workers=2,4 runs each count in turn (ours, then gloo) and ends with a table and one JSON line over all counts.
@@ -19,19 +21,19 @@ const { values: a } = parseArgs({
     workers: { type: 'string', default: '2,4' }, numel: { type: 'string', default: '13385816' },
     'grad-compression': { type: 'string', default: 'none' }, iters: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' }, 'bucket-bytes': { type: 'string', default: String(25 * 1024 * 1024) },
-    'data-plane': { type: 'string', default: 'auto' }, 'no-gloo': { type: 'boolean', default: false }, 'block-ms': { type: 'string', default: '0' }, machines: { type: 'string', default: '1' }, help: { type: 'boolean', default: false },
+    'data-plane': { type: 'string', default: 'auto' }, 'no-gloo': { type: 'boolean', default: false }, 'block-ms': { type: 'string', default: '0' }, machines: { type: 'string', default: '1' }, shared: { type: 'string', default: 'on' }, help: { type: 'boolean', default: false },
   },
 });
 if (a.help) {
-  console.log('usage: nx run coordinator:bench --workers=N[,M...] --numel=13385816 [--grad-compression=none|fp16] [--iters=10] [--warmup=3] [--bucket-bytes=B] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS] [--machines=M]');
+  console.log('usage: nx run coordinator:bench --workers=N[,M...] --numel=13385816 [--grad-compression=none|fp16] [--iters=10] [--warmup=3] [--bucket-bytes=B] [--data-plane=shm|peer|coordinator|auto] [--no-gloo] [--block-ms=MS] [--machines=M] [--shared=on|off]');
   process.exit(0);
 }
 const counts = a.workers!.split(',').map(Number);
 const numel = Number(a.numel), iters = Number(a.iters), warmup = Number(a.warmup), blockMs = Number(a['block-ms']), machines = Number(a.machines);
 const compression = a['grad-compression']!;
 const dataPlane = a['data-plane'] as 'shm' | 'peer' | 'coordinator' | 'auto';
-if (!(counts.every((w) => Number.isInteger(w) && w >= 1 && w % machines === 0) && Number.isInteger(machines) && machines >= 1 && numel >= 1 && iters >= 1 && warmup >= 0 && blockMs >= 0) || !['none', 'fp16'].includes(compression) || !['shm', 'peer', 'coordinator', 'auto'].includes(dataPlane)) {
-  console.error('bench: --workers (N or N,M,...), --numel, --iters, --machines must be positive integers (each worker count a multiple of --machines), --grad-compression none|fp16, --data-plane shm|peer|coordinator|auto');
+if (!(counts.every((w) => Number.isInteger(w) && w >= 1 && w % machines === 0) && Number.isInteger(machines) && machines >= 1 && numel >= 1 && iters >= 1 && warmup >= 0 && blockMs >= 0) || !['none', 'fp16'].includes(compression) || !['shm', 'peer', 'coordinator', 'auto'].includes(dataPlane) || !['on', 'off'].includes(a.shared!)) {
+  console.error('bench: --workers (N or N,M,...), --numel, --iters, --machines must be positive integers (each worker count a multiple of --machines), --grad-compression none|fp16, --data-plane shm|peer|coordinator|auto, --shared on|off');
   process.exit(2);
 }
 
@@ -43,7 +45,7 @@ async function ours(workers: number) {
   const coord = await startCoordinator({ worldSize: workers, maxMessageBytes: Number(a['bucket-bytes']) + (1 << 20), dataPlane, log: (l) => logs.push(l) });
   const script = fileURLToPath(new URL('./worker.ts', import.meta.url));
   const outs = await Promise.all(Array.from({ length: workers }, (_, rank) => new Promise<string>((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', script, coord.url, String(rank), String(workers), String(numel), compression, String(warmup), String(iters), a['bucket-bytes']!, String(blockMs), dataPlane], {
+    const p = spawn(process.execPath, ['--import', 'tsx', script, coord.url, String(rank), String(workers), String(numel), compression, String(warmup), String(iters), a['bucket-bytes']!, String(blockMs), dataPlane, a.shared!], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: machines > 1 ? { ...process.env, GOOGLENET_HOST_ID: `bench-machine-${Math.floor(rank / (workers / machines))}` } : process.env,
     });
@@ -55,7 +57,7 @@ async function ours(workers: number) {
   await coord.close();
   const plane = /data plane (\w+)/.exec(logs.find((l) => l.includes('data plane')) ?? '')?.[1] ?? '?';
   type Timing = Record<'totalMs' | 'encodeMs' | 'sendMs' | 'waitMs' | 'decodeMs' | 'receiveMs' | 'sumMs' | 'returnMs' | 'flushMs', number>;
-  const perRank = outs.map((o) => JSON.parse(o.trim().split('\n').pop()!) as { rank: number; rounds: Timing[] });
+  const perRank = outs.map((o) => JSON.parse(o.trim().split('\n').pop()!) as { rank: number; inSlot: boolean; rounds: Timing[] });
   const slowest = Array.from({ length: iters }, (_, i) => Math.max(...perRank.map((p) => p.rounds[i]!.totalMs)));
   const r0 = perRank.find((p) => p.rank === 0)!.rounds;
   const pick = (k: keyof Timing) => r1(median(r0.map((r) => r[k] ?? 0)));
@@ -65,7 +67,7 @@ async function ours(workers: number) {
     return { rank: p.rank, totalMs: m('totalMs'), encodeMs: m('encodeMs'), waitMs: m('waitMs'), receiveMs: m('receiveMs'), sumMs: m('sumMs'), decodeMs: m('decodeMs') };
   });
   return {
-    plane, ranks, medianMs: r1(median(slowest)), minMs: r1(Math.min(...slowest)), maxMs: r1(Math.max(...slowest)),
+    plane: plane === 'shm' && perRank.every((p) => p.inSlot) ? 'shm-slots' : plane, ranks, medianMs: r1(median(slowest)), minMs: r1(Math.min(...slowest)), maxMs: r1(Math.max(...slowest)),
     client: {
       encodeMs: pick('encodeMs'), sendMs: pick('sendMs'), waitMs: pick('waitMs'), decodeMs: pick('decodeMs'),
       ...(plane !== 'coordinator' ? { receiveMs: pick('receiveMs'), sumMs: pick('sumMs'), returnMs: pick('returnMs'), flushMs: pick('flushMs') } : {}),
@@ -109,8 +111,11 @@ for (const workers of counts) {
     for (const r of o.ranks) {
       console.log(`  breakdown (rank ${r.rank}, median ms): total ${r.totalMs}: coordinator go ${r.waitMs}, copy in ${r.encodeMs}, wait for this machine's ranks and other machines ${r.receiveMs}, sum ${r.sumMs}, copy out ${r.decodeMs}`);
     }
+  } else if (o.plane === 'shm-slots') {
+    for (const r of o.ranks) {
+      console.log(`  breakdown (rank ${r.rank}, median ms): total ${r.totalMs}: descriptor (+ fp16 rounding) ${r.encodeMs}, wait for other ranks ${r.receiveMs}, average its shard into every slot ${r.sumMs} (in place in the registered slots: nothing copied in or out)`);
+    }
   } else if (o.plane === 'shm') {
-    const c = o.client as typeof o.client & { receiveMs: number; sumMs: number };
     for (const r of o.ranks) {
       console.log(`  breakdown (rank ${r.rank}, median ms): total ${r.totalMs}: copy in ${r.encodeMs}, wait for other ranks ${r.receiveMs}, sum ${r.sumMs}, copy out ${r.decodeMs} (the coordinator only hears of each collective: no round trip)`);
     }

@@ -3,12 +3,15 @@
 // with its per-round times and the client-side breakdown.
 import { CoordinatorClient } from '../src/index.js';
 
-const [url, rank, world, numel, compression, warmup, iters, bucketBytes, blockMs = '0', dataPlane = 'auto'] = process.argv.slice(2);
+const [url, rank, world, numel, compression, warmup, iters, bucketBytes, blockMs = '0', dataPlane = 'auto', shared = 'on'] = process.argv.slice(2);
 const client = await CoordinatorClient.connect({
   url: url!, rank: Number(rank), worldSize: Number(world), signature: [{ name: 'grads', shape: [Number(numel)] }],
   gradCompression: compression as 'none' | 'fp16', bucketBytes: Number(bucketBytes), dataPlane: dataPlane as 'auto',
+  sharedElems: shared === 'on' ? Number(numel) : 0,
 });
-const data = new Float32Array(Number(numel));
+// As the trainer does: the vector lives in this rank's slot of the shm segment where the job has one (no copy in or out).
+const slot = client.sharedBuffer(Number(numel));
+const data = slot ?? new Float32Array(Number(numel));
 for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.001 + Number(rank));
 const barrier = new Float64Array(1);
 const rounds: { totalMs: number; encodeMs: number; sendMs: number; waitMs: number; decodeMs: number }[] = [];
@@ -24,5 +27,5 @@ for (let i = 0; i < Number(warmup) + Number(iters); i++) {
   const totalMs = performance.now() - t0;
   if (i >= Number(warmup)) rounds.push({ ...client.lastTiming, totalMs });
 }
-process.stdout.write(`${JSON.stringify({ rank: Number(rank), rounds })}\n`);
+process.stdout.write(`${JSON.stringify({ rank: Number(rank), inSlot: slot !== null, rounds })}\n`);
 await client.close();
