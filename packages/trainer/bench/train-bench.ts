@@ -23,6 +23,7 @@ const FLAGS = {
   precision: { type: 'string', default: 'fp32', help: 'compute precisions to measure (fp32, f16, or both: fp32,f16); f16 is always measured beside fp32 in the same invocation' },
   shapes: { type: 'string', default: '32x32,224x4', help: 'SIZExBATCH list' },
   steps: { type: 'int', min: 3, default: 8, help: 'steps per run (the first 2 are warm-up)' },
+  repeat: { type: 'int', min: 1, default: 3, help: 'cpu/wasm: rounds of every run, one after the other (1 worker, 2 workers, ...; again); figures are medians over rounds, ratios taken within each round' },
   torch: { type: 'boolean', default: true, help: 'run the PyTorch reference (/usr/bin/python3 with torch)' },
   'torch-threads': { type: 'int', min: 1, default: 2, help: 'PyTorch threads' },
   overlap: { type: 'enum', values: ['auto', 'on', 'off'], default: 'auto', help: 'passed to the train runs (--overlap: the exchange during the backward, shm plane + wasm/cpu)' },
@@ -115,7 +116,11 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
  * parallelism keep. scaling2Default: over 1 worker with the launcher's default threads (all cores). reducePct: the
  * 2-worker step's reduce phase as a share of its wall time.
  */
-interface Scaling { scaling2?: number; scaling2Default?: number; reducePct?: number; ceiling2?: number; pairImgPerSec?: number }
+interface Scaling {
+  scaling2?: number; scaling2Default?: number; reducePct?: number; ceiling2?: number; pairImgPerSec?: number;
+  /** --repeat > 1: scaling2 and ceiling2 of each round (the figures above are their medians). */
+  rounds?: { scaling2?: number; ceiling2?: number }[];
+}
 
 function scaling(rows: Row[], pairImgPerSec?: number): Scaling {
   const fp32 = rows.filter((r) => r.precision === 'fp32');
@@ -129,6 +134,25 @@ function scaling(rows: Row[], pairImgPerSec?: number): Scaling {
     reducePct: (100 * two.ms.reduce) / two.ms.wall,
     ...(pairImgPerSec !== undefined && oneThread ? { pairImgPerSec, ceiling2: pairImgPerSec / oneThread.imgPerSec } : {}),
   };
+}
+
+/** Per run (same position in every round): median img/s and phases over the rounds. */
+function medianRows(rounds: Row[][]): Row[] {
+  return rounds[0]!.map((first, i) => {
+    const same = rounds.map((r) => r[i]!);
+    const ms = (k: keyof Row['ms']) => median(same.map((r) => r.ms[k]));
+    return { ...first, imgPerSec: median(same.map((r) => r.imgPerSec)), ms: { wall: ms('wall'), data: ms('data'), compute: ms('compute'), reduce: ms('reduce'), apply: ms('apply') } };
+  });
+}
+
+/** Ratios of each round (same minute), their medians; img/s and reducePct from the median rows. */
+function medianScaling(rounds: Scaling[], ofMedians: Scaling): Scaling {
+  const med = (k: 'scaling2' | 'scaling2Default' | 'ceiling2') => {
+    const xs = rounds.map((r) => r[k]).filter((x): x is number => x !== undefined);
+    return xs.length ? median(xs) : undefined;
+  };
+  return { ...ofMedians, scaling2: med('scaling2'), scaling2Default: med('scaling2Default'), ceiling2: med('ceiling2'),
+    rounds: rounds.map((r) => ({ scaling2: r.scaling2, ceiling2: r.ceiling2 })) };
 }
 
 /** One null-backend configuration of the host table. */
@@ -239,22 +263,30 @@ function main() {
   const results: { shape: string; ours: Row[]; best: number; pytorch?: number; ratio?: number; scaling?: Scaling }[] = [];
   for (const [size, batch] of shapes) {
     const classes = size >= 224 ? 1000 : 10;
-    const rows = workers.flatMap((w) => precisions.map((p) => ours(size, batch, classes, w, p, f)));
     // Data-parallel scaling holds the compute per worker fixed, as torchrun with OMP_NUM_THREADS=1 per rank: one
     // worker with one thread beside N workers with one each. A lone worker's default (all cores) is a different
     // question, answered by its own row.
     const cpuRun = f.backend !== 'webgpu';
     const perCore = Math.floor(os.availableParallelism() / Math.max(...workers));
-    let pair: number | undefined;
-    if (cpuRun && f.scaling && workers.includes(1) && workers.some((w) => w > 1) && perCore === 1) {
-      rows.push(...precisions.map((p) => ours(size, batch, classes, 1, p, f, 1)));
-      if (workers.includes(2)) pair = independentPair(size, batch, classes, f);
-    }
+    // A shared VM drifts by 10-20 % from minute to minute: every run is repeated in rounds, and a ratio is taken
+    // within one round (runs minutes apart compare the machine's moods, not the trainer).
+    const rounds = Array.from({ length: cpuRun ? (f.repeat as number) : 1 }, () => {
+      const rows = workers.flatMap((w) => precisions.map((p) => ours(size, batch, classes, w, p, f)));
+      let pair: number | undefined;
+      if (cpuRun && f.scaling && workers.includes(1) && workers.some((w) => w > 1) && perCore === 1) {
+        rows.push(...precisions.map((p) => ours(size, batch, classes, 1, p, f, 1)));
+        if (workers.includes(2)) pair = independentPair(size, batch, classes, f);
+      }
+      return { rows, pair, scaling: scaling(rows, pair) };
+    });
+    const rows = medianRows(rounds.map((r) => r.rows));
+    const pairs = rounds.map((r) => r.pair).filter((x): x is number => x !== undefined);
+    const scalingOf = rounds.length === 1 ? rounds[0]!.scaling : medianScaling(rounds.map((r) => r.scaling), scaling(rows, pairs.length ? median(pairs) : undefined));
     const best = Math.max(...rows.map((r) => r.imgPerSec));
     // On webgpu the anchor is PyTorch on the same GPU (quoted); a CPU PyTorch run would compare nothing.
     const gpuAnchor = f.backend === 'webgpu' ? PYTORCH_H200[batch] : undefined;
     const pytorch = f.backend === 'webgpu' ? gpuAnchor : f.torch ? torchRef(size, batch, classes, f.torchThreads as number) : undefined;
-    results.push({ shape: `${size}x${size} b${batch} (${classes} classes)`, ours: rows, best, pytorch, ratio: pytorch ? best / pytorch : undefined, scaling: scaling(rows, pair) });
+    results.push({ shape: `${size}x${size} b${batch} (${classes} classes)`, ours: rows, best, pytorch, ratio: pytorch ? best / pytorch : undefined, scaling: scalingOf });
   }
   const fmt = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
   console.log('\ntraining throughput (images/s, all workers together; phases are median ms per step on rank 0)\n');
@@ -273,7 +305,9 @@ function main() {
     if (s?.reducePct !== undefined) {
       console.log(`\n${r.shape}: reduce ${fmt(s.reducePct)} % of the 2-worker step; 2 workers / 1 worker (1 thread each): ` +
         `scaling2 ${fmt(s.scaling2, 2)}x; over 1 worker with the default threads: ${fmt(s.scaling2Default, 2)}x` +
-        (s.ceiling2 !== undefined ? `; two independent 1-thread runs at once (no exchange): ${fmt(s.pairImgPerSec)} img/s = ceiling2 ${fmt(s.ceiling2, 2)}x` : ''));
+        (s.ceiling2 !== undefined ? `; two independent 1-thread runs at once (no exchange): ${fmt(s.pairImgPerSec)} img/s = ceiling2 ${fmt(s.ceiling2, 2)}x` : '') +
+        (s.rounds ? `\n  medians over ${s.rounds.length} rounds; per round scaling2 ${s.rounds.map((x) => fmt(x.scaling2, 2)).join(' / ')}` +
+          (s.rounds.some((x) => x.ceiling2 !== undefined) ? `, ceiling2 ${s.rounds.map((x) => fmt(x.ceiling2, 2)).join(' / ')}` : '') : ''));
     }
   }
   for (const r of results) {
