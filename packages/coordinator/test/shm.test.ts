@@ -15,10 +15,10 @@ if (unavailable) console.log(`SKIPPED test/shm.test.ts: needs the shm addon (${u
 
 interface Line { round: number; sha?: string; code?: string; failedRank?: number; message?: string }
 
-function job(ranks: number, o: { numel: number; rounds: number; chunkElems: number; killRank?: number; killAt?: number; timeoutMs?: number }) {
+function job(ranks: number, o: { numel: number; rounds: number; chunkElems: number; killRank?: number; killAt?: number; timeoutMs?: number; slots?: boolean }) {
   const path = `/dev/shm/googlenet-test-${randomBytes(6).toString('hex')}`;
   const runs = Array.from({ length: ranks }, (_, rank) => new Promise<{ lines: Line[]; signal: string | null }>((resolve) => {
-    const args = [path, rank, ranks, o.numel, o.rounds, o.chunkElems, o.killRank ?? -1, o.killAt ?? -1, o.timeoutMs ?? 30_000].map(String);
+    const args = [path, rank, ranks, o.numel, o.rounds, o.chunkElems, o.killRank ?? -1, o.killAt ?? -1, o.timeoutMs ?? 30_000, o.slots ? 1 : 0].map(String);
     const p = spawn(process.execPath, ['--import', 'tsx', worker, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
@@ -27,10 +27,11 @@ function job(ranks: number, o: { numel: number; rounds: number; chunkElems: numb
   return { path, done: Promise.all(runs) };
 }
 
-(unavailable ? describe.skip : describe)('shared-memory plane across processes', () => {
+// copied: values copied through the segment's chunk buffers; slots: values in each rank's registered slot (zero-copy).
+(unavailable ? describe.skip : describe).each(['copied', 'slots'] as const)('shared-memory plane across processes, %s', (mode) => {
   it('3 processes get the reference mean\'s bytes in every one of 6 rounds, with several chunks per round', async () => {
     const numel = 100_003, rounds = 6;
-    const { done } = job(3, { numel, rounds, chunkElems: 16_384 });
+    const { done } = job(3, { numel, rounds, chunkElems: 16_384, slots: mode === 'slots' });
     const res = await done;
     for (let round = 0; round < rounds; round++) {
       const expected = new Float32Array(numel);
@@ -42,7 +43,7 @@ function job(ranks: number, o: { numel: number; rounds: number; chunkElems: numb
 
   it('a process killed with SIGKILL mid-job fails the others at once with ROUND_ABORTED naming it, and leaves nothing in /dev/shm', async () => {
     const t0 = Date.now();
-    const { path, done } = job(3, { numel: 50_000, rounds: 5, chunkElems: 8192, killRank: 2, killAt: 3, timeoutMs: 60_000 });
+    const { path, done } = job(3, { numel: 50_000, rounds: 5, chunkElems: 8192, killRank: 2, killAt: 3, timeoutMs: 60_000, slots: mode === 'slots' });
     const [a, b, killed] = await done;
     expect(Date.now() - t0).toBeLessThan(30_000); // the round timeout is 60 s: the others did not wait for it
     expect(killed!.signal).toBe('SIGKILL');

@@ -22,7 +22,8 @@ const FLAGS = {
   workers: { type: 'string', default: '1,2', help: 'worker counts to measure' },
   precision: { type: 'string', default: 'fp32', help: 'compute precisions to measure (fp32, f16, or both: fp32,f16); f16 is always measured beside fp32 in the same invocation' },
   shapes: { type: 'string', default: '32x32,224x4', help: 'SIZExBATCH list' },
-  steps: { type: 'int', min: 3, default: 8, help: 'steps per run (the first 2 are warm-up)' },
+  steps: { type: 'int', min: 1, default: 20, help: 'measured steps per run (after the warm-up)' },
+  warmup: { type: 'int', min: 0, default: 10, help: 'steps per run before the measured ones: two workers started together take ~20-30 steps at 32 px to reach their steady pace here, one alone ~10' },
   repeat: { type: 'int', min: 1, default: 3, help: 'cpu/wasm: rounds of every run, one after the other (1 worker, 2 workers, ...; again); figures are medians over rounds, ratios taken within each round' },
   torch: { type: 'boolean', default: true, help: 'run the PyTorch reference (/usr/bin/python3 with torch)' },
   'torch-threads': { type: 'int', min: 1, default: 2, help: 'PyTorch threads' },
@@ -59,6 +60,11 @@ const median = (xs: number[]) => {
   return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : NaN;
 };
 
+/** Steps of each train run: the warm-up, then the measured ones (webgpu: one more, profiled). */
+function runSteps(f: Record<string, unknown>): number {
+  return (f.warmup as number) + (f.steps as number) + (f.backend === 'webgpu' ? 1 : 0);
+}
+
 /** The step records of a run folder's metrics.jsonl; the folder is removed. */
 function stepRecords(out: string): any[] {
   const all = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step');
@@ -66,29 +72,37 @@ function stepRecords(out: string): any[] {
   return all;
 }
 
+/** Two independent 1-worker runs at once: img/s summed, and the median compute and apply ms of their steps. */
+interface Pair { imgPerSec: number; compute: number; apply: number }
+
 /**
  * What this machine gives two processes at once with no exchange at all: two independent --workers=1 runs with one
  * thread each, started together; img/s summed. scaling2 can reach at most ceiling2 = this / one such run alone
  * (shared caches, memory bandwidth, and whatever else runs here): the exchange's share of the loss is what is left.
  */
-function independentPair(size: number, batch: number, classes: number, f: Record<string, unknown>): number {
+function independentPair(size: number, batch: number, classes: number, f: Record<string, unknown>): Pair {
   const outs = [0, 1].map(() => fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-')));
   const cmd = outs.map((out) => [tsx, path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`,
-    `--num-classes=${classes}`, `--steps=${f.steps}`, '--workers=1', `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
+    `--num-classes=${classes}`, `--steps=${runSteps(f)}`, '--workers=1', `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
     '--tensorboard=false'].map((a) => `'${a}'`).join(' ') + ' >/dev/null &').join(' ') + ' wait';
   const r = spawnSync('bash', ['-c', cmd], { cwd: root, encoding: 'utf8', env: { ...process.env, GOOGLENET_NATIVE_THREADS: '1' } });
   if (r.status !== 0) throw new Error(`independent pair failed:\n${r.stderr.slice(-2000)}`);
-  return outs.map((out) => median(stepRecords(out).slice(2).map((x) => x.imgPerSec as number))).reduce((a, b) => a + b, 0);
+  const runs = outs.map((out) => stepRecords(out).filter((x) => x.step > (f.warmup as number)));
+  const both = runs.flat();
+  return {
+    imgPerSec: runs.map((steps) => median(steps.map((x) => x.imgPerSec as number))).reduce((a, b) => a + b, 0),
+    compute: median(both.map((x) => x.ms.compute as number)), apply: median(both.map((x) => x.ms.apply as number)),
+  };
 }
 
 function ours(size: number, batch: number, classes: number, workers: number, precision: string, f: Record<string, unknown>, threads?: number): Row {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-'));
   // webgpu: the last step runs with a timestamp query around every kernel (GPU time per kernel); it is slower,
   // so it is left out of the throughput figures.
-  const profile = f.backend === 'webgpu' ? (f.steps as number) : 0;
+  const profile = f.backend === 'webgpu' ? runSteps(f) : 0;
   const args = [
     path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, `--num-classes=${classes}`,
-    `--steps=${f.steps}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
+    `--steps=${runSteps(f)}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
     `--profile-step=${profile}`, `--precision=${precision}`,
     ...(workers > 1 ? [`--overlap=${f.overlap}`] : []),
   ];
@@ -97,7 +111,7 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
   const r = spawnSync(path.join(root, 'node_modules/.bin/tsx'), args, { cwd: root, encoding: 'utf8', env });
   if (r.status !== 0) throw new Error(`train run failed (${size}x${batch}, ${workers} workers):\n${r.stderr.slice(-2000)}`);
   const all = stepRecords(out);
-  const steps = all.slice(2).filter((x) => x.step !== profile);
+  const steps = all.filter((x) => x.step > (f.warmup as number) && x.step !== profile);
   const profiled = all.find((x) => x.step === profile && x.gpu);
   const ms = (k: string) => median(steps.map((s) => s.ms[k] as number));
   const row: Row = {
@@ -118,11 +132,13 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
  */
 interface Scaling {
   scaling2?: number; scaling2Default?: number; reducePct?: number; ceiling2?: number; pairImgPerSec?: number;
+  /** The independent pair's median phases (ms per step), beside the 2-worker row's. */
+  pairMs?: { compute: number; apply: number };
   /** --repeat > 1: scaling2 and ceiling2 of each round (the figures above are their medians). */
   rounds?: { scaling2?: number; ceiling2?: number }[];
 }
 
-function scaling(rows: Row[], pairImgPerSec?: number): Scaling {
+function scaling(rows: Row[], pair?: Pair): Scaling {
   const fp32 = rows.filter((r) => r.precision === 'fp32');
   const two = fp32.find((r) => r.workers === 2);
   if (!two) return {};
@@ -132,7 +148,7 @@ function scaling(rows: Row[], pairImgPerSec?: number): Scaling {
     scaling2: oneThread ? two.imgPerSec / oneThread.imgPerSec : undefined,
     scaling2Default: oneDefault ? two.imgPerSec / oneDefault.imgPerSec : undefined,
     reducePct: (100 * two.ms.reduce) / two.ms.wall,
-    ...(pairImgPerSec !== undefined && oneThread ? { pairImgPerSec, ceiling2: pairImgPerSec / oneThread.imgPerSec } : {}),
+    ...(pair && oneThread ? { pairImgPerSec: pair.imgPerSec, ceiling2: pair.imgPerSec / oneThread.imgPerSec, pairMs: { compute: pair.compute, apply: pair.apply } } : {}),
   };
 }
 
@@ -272,7 +288,7 @@ function main() {
     // within one round (runs minutes apart compare the machine's moods, not the trainer).
     const rounds = Array.from({ length: cpuRun ? (f.repeat as number) : 1 }, () => {
       const rows = workers.flatMap((w) => precisions.map((p) => ours(size, batch, classes, w, p, f)));
-      let pair: number | undefined;
+      let pair: Pair | undefined;
       if (cpuRun && f.scaling && workers.includes(1) && workers.some((w) => w > 1) && perCore === 1) {
         rows.push(...precisions.map((p) => ours(size, batch, classes, 1, p, f, 1)));
         if (workers.includes(2)) pair = independentPair(size, batch, classes, f);
@@ -280,8 +296,9 @@ function main() {
       return { rows, pair, scaling: scaling(rows, pair) };
     });
     const rows = medianRows(rounds.map((r) => r.rows));
-    const pairs = rounds.map((r) => r.pair).filter((x): x is number => x !== undefined);
-    const scalingOf = rounds.length === 1 ? rounds[0]!.scaling : medianScaling(rounds.map((r) => r.scaling), scaling(rows, pairs.length ? median(pairs) : undefined));
+    const pairs = rounds.map((r) => r.pair).filter((x): x is Pair => x !== undefined);
+    const pair = pairs.length ? { imgPerSec: median(pairs.map((p) => p.imgPerSec)), compute: median(pairs.map((p) => p.compute)), apply: median(pairs.map((p) => p.apply)) } : undefined;
+    const scalingOf = rounds.length === 1 ? rounds[0]!.scaling : medianScaling(rounds.map((r) => r.scaling), scaling(rows, pair));
     const best = Math.max(...rows.map((r) => r.imgPerSec));
     // On webgpu the anchor is PyTorch on the same GPU (quoted); a CPU PyTorch run would compare nothing.
     const gpuAnchor = f.backend === 'webgpu' ? PYTORCH_H200[batch] : undefined;
@@ -305,7 +322,8 @@ function main() {
     if (s?.reducePct !== undefined) {
       console.log(`\n${r.shape}: reduce ${fmt(s.reducePct)} % of the 2-worker step; 2 workers / 1 worker (1 thread each): ` +
         `scaling2 ${fmt(s.scaling2, 2)}x; over 1 worker with the default threads: ${fmt(s.scaling2Default, 2)}x` +
-        (s.ceiling2 !== undefined ? `; two independent 1-thread runs at once (no exchange): ${fmt(s.pairImgPerSec)} img/s = ceiling2 ${fmt(s.ceiling2, 2)}x` : '') +
+        (s.ceiling2 !== undefined ? `; two independent 1-thread runs at once (no exchange): ${fmt(s.pairImgPerSec)} img/s = ceiling2 ${fmt(s.ceiling2, 2)}x` +
+          ` (their compute ${fmt(s.pairMs?.compute)} ms, apply ${fmt(s.pairMs?.apply)} ms per step)` : '') +
         (s.rounds ? `\n  medians over ${s.rounds.length} rounds; per round scaling2 ${s.rounds.map((x) => fmt(x.scaling2, 2)).join(' / ')}` +
           (s.rounds.some((x) => x.ceiling2 !== undefined) ? `, ceiling2 ${s.rounds.map((x) => fmt(x.ceiling2, 2)).join(' / ')}` : '') : ''));
     }
