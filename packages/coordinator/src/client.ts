@@ -236,9 +236,9 @@ export class CoordinatorClient {
     try {
       // Rank 0 makes the segment, so its /dev/shm decides whether the registered slots fit; the others follow its header.
       const want = this.opts.sharedElems;
-      const room = want && this.rank === 0 ? shmSpaceProblem(this.worldSize, statfsSync('/dev/shm'), want) : null;
-      if (room) this.opts.log?.(`rank 0: gradients are copied through the shared segment, not kept in it: ${room}`);
-      this.shm = await ShmPlane.open({ path, rank: this.rank, ranks: this.worldSize, timeoutMs: this.opts.timeoutMs, sharedElems: room ? 0 : want });
+      const noRoom = want && this.rank === 0 ? shmSpaceProblem(this.worldSize, statfsSync('/dev/shm'), want) : null;
+      if (noRoom) this.opts.log?.(`rank 0: no registered slots in the shared segment (sharedBuffer() is null, collectives copy through it): ${noRoom}`);
+      this.shm = await ShmPlane.open({ path, rank: this.rank, ranks: this.worldSize, timeoutMs: this.opts.timeoutMs, sharedElems: noRoom ? 0 : want });
     } catch (e) {
       throw this.failure ?? new CoordinatorError((e as CoordinatorError).code ?? 'CONNECTION_LOST', `rank ${this.rank}: ${(e as Error).message}; ` +
         `ranks with one host id must share /dev/shm (or start the coordinator with dataPlane: 'peer')`);
