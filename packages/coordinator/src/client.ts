@@ -583,7 +583,9 @@ export class CoordinatorClient {
     this.failure ??= err;
     if (this.peerFailureTimer) clearTimeout(this.peerFailureTimer);
     this.plane?.destroy();
-    this.shm?.close(); // a collective the other ranks wait in fails for them at once
+    // A collective the other ranks wait in fails for them at once; the mapping stays until close(), because the
+    // caller may still be writing its sharedBuffer() (the trainer's gradients) before it sees this failure.
+    this.shm?.leave();
     this.hier?.destroy();
     const p = this.pending;
     this.pending = null;

@@ -107,6 +107,8 @@ export class ShmPlane {
   private lastSteps = 0;
   private busy = false;
   private closed = false;
+  /** leave(): no more collectives, but the segment stays mapped until close(). */
+  private left = false;
   private readonly u32: Uint32Array;
   private readonly f64: Float64Array;
   private readonly f32: Float32Array;
@@ -208,7 +210,7 @@ export class ShmPlane {
    * the same op, dtype and length (else SIZE_MISMATCH on every rank).
    */
   async run(op: Op, dtype: DType, data: Float32Array, metrics?: Float64Array): Promise<ShmTiming> {
-    if (this.closed) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
+    if (this.closed || this.left) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
     if (this.busy) throw new CoordinatorError('BUSY', 'another collective is in progress on this shm plane');
     const t: ShmTiming = { copyInMs: 0, waitMs: 0, sumMs: 0, copyOutMs: 0 };
     if (metrics && metrics.length > MAX_METRICS) throw new CoordinatorError('INVALID_OPTIONS', `metrics must be at most ${MAX_METRICS} values`);
@@ -231,7 +233,7 @@ export class ShmPlane {
     return async (wq: number, step: number, what: string): Promise<void> => {
       t.waitMs += await waitForRanks(k, seg, R, me, wq, step, SLICE_MS, deadline, {
         check: () => {
-          if (this.closed) throw new CoordinatorError('CLOSED', 'the shm plane was closed during a collective');
+          if (this.closed || this.left) throw new CoordinatorError('CLOSED', 'the shm plane was closed during a collective');
         },
         aborted: () => { throw this.abortError(); },
         gone: (r) => {
@@ -405,6 +407,17 @@ export class ShmPlane {
   /** Fails the collective in progress on every rank (this rank gave up); no-op when idle. */
   abort(): void {
     if (this.busy) this.abortWith(ABORT.LEFT, this.rank);
+  }
+
+  /**
+   * Fails any collective waiting for this rank on every rank (as close()) and refuses further ones, but keeps the
+   * segment mapped until close(): whoever holds a view of this rank's slot (the trainer's gradient buffer) may still
+   * write it before it hears of the failure, and a detached view would turn that into an unrelated error.
+   */
+  leave(): void {
+    if (this.left || this.closed) return;
+    this.abortWith(ABORT.LEFT, this.rank);
+    this.left = true;
   }
 
   /**

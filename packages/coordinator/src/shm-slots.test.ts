@@ -119,6 +119,20 @@ maybe('shared-memory plane, registered slots', () => {
     ps[0]!.close();
   });
 
+  it('a rank that leaves (its client failed) fails the others at once, refuses more collectives, and keeps its slot mapped until close', async () => {
+    const ps = await planes(2, 64, { timeoutMs: 20_000 });
+    const ss = slots(ps);
+    const pending = ps[0]!.run('mean', 'f32', ss[0]!);
+    setTimeout(() => ps[1]!.leave(), 50);
+    await expect(pending).rejects.toMatchObject({ code: 'ROUND_ABORTED', failedRank: 1 });
+    ss[1]!.fill(3); // the trainer may still write its gradients before it hears of the failure
+    expect(ss[1]!.length).toBe(64);
+    expect(ss[1]![63]).toBe(3);
+    await expect(ps[1]!.run('mean', 'f32', ss[1]!)).rejects.toMatchObject({ code: 'CLOSED' });
+    ps.forEach((p) => p.close());
+    expect(ss[1]!.length).toBe(0);
+  });
+
   it('takes rank 0\'s layout on every rank: slots of its length, or none, and nothing left in /dev/shm', async () => {
     const path = segPath();
     const ps = await Promise.all([0, 1].map((rank) => ShmPlane.open({ path, rank, ranks: 2, timeoutMs: 5000, sharedElems: rank === 0 ? 1000 : 5 })));
