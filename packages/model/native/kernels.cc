@@ -34,16 +34,26 @@ int numThreads() {
 
 
 // Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row panels: panel[r][p][ii].
+// The packs read operands that the step's previous kernels left in memory, not in cache (replayed with one thread:
+// 53 ms of the step's GEMMs on such operands against ~40 ms on cache-hot ones), and the hardware prefetcher does not
+// follow their pattern (8 rows at once, or strided rows): each pack asks for the lines of its next panel while it
+// copies this one (the step's GEMMs 52-53 -> 45-47 ms replayed, bit-identical results).
 void packA(const float* a, int lda, bool t, int i0, int mc, int p0, int kc, float* out) {
   for (int ir = 0; ir < mc; ir += MR, out += (size_t)kc * MR) {
     int mr = std::min(MR, mc - ir);
     if (t) {  // op(A) rows are A columns: row p of A holds the MR values of step p contiguously
       for (int p = 0; p < kc; p++) {
         const float* src = a + (size_t)(p0 + p) * lda + i0 + ir;
+        if (p + 8 < kc) __builtin_prefetch(src + (size_t)8 * lda);
+        if (ir + MR < mc) __builtin_prefetch(src + 16);  // the next panels' half of this line and the next
         for (int ii = 0; ii < MR; ii++) out[(size_t)p * MR + ii] = ii < mr ? src[ii] : 0.f;
       }
     } else {  // read each A row contiguously, scatter into the panel (which stays in cache)
       for (int ii = 0; ii < MR; ii++) {
+        if (ir + MR + ii < mc) {  // the same row of the next panel
+          const float* next = a + (size_t)(i0 + ir + MR + ii) * lda + p0;
+          for (int p = 0; p < kc; p += 16) __builtin_prefetch(next + p);
+        }
         if (ii < mr) {
           const float* src = a + (size_t)(i0 + ir + ii) * lda + p0;
           for (int p = 0; p < kc; p++) out[(size_t)p * MR + ii] = src[p];
@@ -62,11 +72,16 @@ void packB(const float* b, int ldb, bool t, int p0, int kc, int j0, int nc, floa
     if (!t) {
       for (int p = 0; p < kc; p++) {
         const float* src = b + (size_t)(p0 + p) * ldb + j0 + jr;
+        if (p + 8 < kc) __builtin_prefetch(src + (size_t)8 * ldb);
         if (nr == NR) std::memcpy(out + (size_t)p * NR, src, NR * sizeof(float));
         else for (int jj = 0; jj < NR; jj++) out[(size_t)p * NR + jj] = jj < nr ? src[jj] : 0.f;
       }
     } else {  // op(B) columns are B rows: read each contiguously
       for (int jj = 0; jj < NR; jj++) {
+        if (jj + 1 < nr) {  // the next row
+          const float* next = b + (size_t)(j0 + jr + jj + 1) * ldb + p0;
+          for (int p = 0; p < kc; p += 16) __builtin_prefetch(next + p);
+        }
         if (jj < nr) {
           const float* src = b + (size_t)(j0 + jr + jj) * ldb + p0;
           for (int p = 0; p < kc; p++) out[(size_t)p * NR + jj] = src[p];
