@@ -19,8 +19,14 @@ describe.skipIf(noShm !== null)('--data-plane', () => {
       const out = path.join(dir, plane);
       await train([...common, `--data-plane=${plane}`, `--out=${out}`]);
       expect(fs.readFileSync(path.join(out, 'coordinator.log'), 'utf8')).toContain(`data plane ${plane}`);
-      // shm: the step's gradient buffer is rank's slot of the segment (the zero-copy path), not a copy
-      expect(fs.readFileSync(path.join(out, 'train.log'), 'utf8').includes('kept in the shared-memory segment')).toBe(plane === 'shm');
+      // shm: the step's gradient buffer is the rank's slot of the segment (the zero-copy path), not a copy, unless
+      // rank 0's /dev/shm had no room for the slots (Docker's 64 MiB), which rank 0 logs and the job survives by copying.
+      const log = fs.readFileSync(path.join(out, 'train.log'), 'utf8');
+      if (plane === 'shm' && log.includes('no registered slots in the shared segment')) {
+        console.log(`NOTE data-plane.test.ts: /dev/shm had no room for the registered slots, so the shm run copied through the segment; the zero-copy path was not exercised here`);
+      } else {
+        expect(log.includes('kept in the shared-memory segment')).toBe(plane === 'shm');
+      }
       const d = rankDigests(out);
       expect(d.get(1)).toBe(d.get(0));
       digests[plane] = d.get(0);
