@@ -45,6 +45,7 @@ export const TRAIN_FLAGS = {
   'grad-compression': { type: 'enum', values: ['none', 'fp16'], default: 'none', help: 'gradient wire format' },
   'bucket-mb': { type: 'number', min: 0.001, default: 25, help: 'gradient bucket size in MB' },
   overlap: { type: 'enum', values: ['auto', 'on', 'off'], default: 'auto', help: 'exchange gradient buckets on a thread while the backward runs: auto (where it applies: several workers on the shm plane, wasm or cpu, --accumulate=1, fp32 wire), on (the same, refusing settings that exclude it), off' },
+  'cpu-bind': { type: 'enum', values: ['auto', 'off'], default: 'auto', help: 'bind each worker process to its own share of this machine\'s cores (taskset), as torchrun users do with taskset/numactl: auto (2+ workers, Linux), off' },
   'data-plane': { type: 'enum', values: ['auto', 'shm', 'peer', 'coordinator'], default: 'auto', help: 'how gradient bytes move: auto (shared memory between workers on one machine, else worker-to-worker TCP), shm, peer (TCP), coordinator (through its WebSocket)' },
   workers: { type: 'string', default: 'auto', help: 'worker processes on this machine (auto: one per NVIDIA GPU, else one per core up to 8)' },
   gpus: { type: 'string', help: 'comma-separated GPU ids (nvidia-smi\'s) for the workers, e.g. 0,1,2,3; webgpu pins each worker to its GPU' },
@@ -117,6 +118,8 @@ export interface TrainConfig {
   dataPlane: 'auto' | 'shm' | 'peer' | 'coordinator';
   /** --overlap (overlap.ts): the gradient exchange overlaps the backward where it applies. */
   overlap: 'auto' | 'on' | 'off';
+  /** --cpu-bind (cpu-bind.ts): each local worker on its own share of the cores. */
+  cpuBind: 'auto' | 'off';
   /** Worker processes on this machine. */
   workers: number;
   gpus?: number[];
@@ -230,6 +233,7 @@ export function resolveTrainConfig(argv: readonly string[], ctx: ResolveContext 
     bucketMb: f.bucketMb as number,
     dataPlane: f.dataPlane as TrainConfig['dataPlane'],
     overlap: f.overlap as TrainConfig['overlap'],
+    cpuBind: f.cpuBind as TrainConfig['cpuBind'],
     workers,
     gpus,
     checkpointEvery: f.checkpointEvery as number,

@@ -10,6 +10,7 @@ import { latestCheckpointFile } from './checkpoint';
 import { runIdOf } from './run-id';
 import { EXIT_NO_RESTART, NO_RESTART_CODES } from './exit-codes';
 import { discoverGpus, planWorkerGpus, workerDeviceEnv } from './devices';
+import { allowedCpus, bindingLine, findTaskset, formatCpuList, planCpuBinding, type CpuBinding } from './cpu-bind';
 
 /** The entry points the launcher starts. Bundles (the GPU pack) point these elsewhere through env. */
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -25,6 +26,8 @@ export interface LaunchIo {
 interface Proc {
   name: string;
   rank?: number;
+  /** --cpu-bind: the cores it is bound to, as a cpu list. */
+  cpus?: string;
   child: ChildProcess;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -57,13 +60,16 @@ export async function launch(cfg: TrainConfig, io: LaunchIo, opts: LaunchOptions
   signals.on('SIGINT', onSignal);
   signals.on('SIGTERM', onSignal);
 
+  const binding = planCpuBinding({ choice: cfg.cpuBind, workers: cfg.workers, cpus: allowedCpus(), taskset: findTaskset() });
+  const bindLine = bindingLine(binding, cfg.nodeRank * cfg.workers, cfg.cpuBind);
+  if (bindLine) io.write(bindLine + '\n');
   try {
     let resume = cfg.resume;
     for (let attempt = 0; ; attempt++) {
       // A signal that arrived between attempts (while the last one was torn down) stops here.
       if (stopping) return stopping === 'SIGINT' ? 130 : 143;
       const attemptCfg: TrainConfig = { ...cfg, resume };
-      const failure = await runAttempt(attemptCfg, worldSize, attempt, io, (procs) => (current = procs), () => stopping !== undefined, graceMs);
+      const failure = await runAttempt(attemptCfg, worldSize, attempt, io, binding, (procs) => (current = procs), () => stopping !== undefined, graceMs);
       if (stopping) return stopping === 'SIGINT' ? 130 : 143;
       if (!failure) return 0;
       if (attempt >= cfg.maxRestarts || !failure.restartable) {
@@ -94,7 +100,7 @@ const isAlive = (p: Proc) => p.child.exitCode === null && p.child.signalCode ===
 
 /** One attempt: start everything, wait for success or the first failure, stop the rest. */
 async function runAttempt(
-  cfg: TrainConfig, worldSize: number, attempt: number, io: LaunchIo, track: (p: Proc[]) => void, stopped: () => boolean, graceMs: number,
+  cfg: TrainConfig, worldSize: number, attempt: number, io: LaunchIo, binding: CpuBinding, track: (p: Proc[]) => void, stopped: () => boolean, graceMs: number,
 ): Promise<AttemptFailure | undefined> {
   const procs: Proc[] = [];
   track(procs);
@@ -117,6 +123,7 @@ async function runAttempt(
     const pins = planWorkerGpus({ backend: cfg.backend, workers: cfg.workers, gpus: cfg.gpus, discover: () => discoverGpus() });
     for (let local = 0; local < cfg.workers; local++) {
       const rank = cfg.nodeRank * cfg.workers + local;
+      const cpus = 'sets' in binding ? binding.sets[local]! : undefined;
       procs.push(
         startChild(`rank ${rank}`, rank, entry('worker', 'GOOGLENET_WORKER_ENTRY'), {
           RANK: String(rank), WORLD_SIZE: String(worldSize), LOCAL_RANK: String(local), LOCAL_WORLD_SIZE: String(cfg.workers),
@@ -125,17 +132,19 @@ async function runAttempt(
           // tfjs-node-gpu's CUDA_VISIBLE_DEVICES, or for webgpu the device-select pin of this worker's GPU.
           ...workerDeviceEnv({ backend: cfg.backend, gpus: cfg.gpus, local, pin: pins[local] }),
           // The native CPU kernels would start one thread per core in every worker; split the cores instead.
-          GOOGLENET_NATIVE_THREADS: process.env.GOOGLENET_NATIVE_THREADS ?? String(Math.max(1, Math.floor(os.availableParallelism() / cfg.workers))),
+          GOOGLENET_NATIVE_THREADS: process.env.GOOGLENET_NATIVE_THREADS ?? String(cpus?.length ?? Math.max(1, Math.floor(os.availableParallelism() / cfg.workers))),
+          // The worker reads its affinity back and names it in its first log line.
+          ...(cpus ? { GOOGLENET_CPU_BIND: formatCpuList(cpus) } : {}),
           GOOGLENET_ATTEMPT: String(attempt),
           GOOGLENET_TTY: io.tty && rank === 0 ? '1' : '0',
           GOOGLENET_CONFIG_JSON: JSON.stringify(cfg),
-        }, io, rank === 0 ? 'inherit' : 'ignore', cfg.out),
+        }, io, rank === 0 ? 'inherit' : 'ignore', cfg.out, cpus && 'sets' in binding ? { taskset: binding.taskset, cpus: formatCpuList(cpus) } : undefined),
       );
     }
     // Where each process of this attempt runs, for operators (and the failure tests that kill one).
     await fs.writeFile(path.join(cfg.out, 'processes.json'), JSON.stringify({
       attempt, launcher: process.pid, coordinatorUrl: url,
-      processes: procs.map((p) => ({ name: p.name, rank: p.rank, pid: p.child.pid })),
+      processes: procs.map((p) => ({ name: p.name, rank: p.rank, pid: p.child.pid, ...(p.cpus ? { cpus: p.cpus } : {}) })),
     }, null, 2) + '\n');
     return await firstFailure(procs, cfg.workers);
   } catch (e) {
@@ -148,8 +157,10 @@ async function runAttempt(
   }
 }
 
-function startChild(name: string, rank: number | undefined, file: string, env: Record<string, string | undefined>, io: LaunchIo, stdout: 'inherit' | 'pipe' | 'ignore', outDir: string): Proc {
-  const child = spawn(process.execPath, [...process.execArgv, file], {
+/** `bind`: start it as `taskset -c <cpus> node ...` (taskset execs node: the pid stays the child's). */
+function startChild(name: string, rank: number | undefined, file: string, env: Record<string, string | undefined>, io: LaunchIo, stdout: 'inherit' | 'pipe' | 'ignore', outDir: string, bind?: { taskset: string; cpus: string }): Proc {
+  const argv = [...(bind ? [bind.taskset, '-c', bind.cpus] : []), process.execPath, ...process.execArgv, file];
+  const child = spawn(argv[0]!, argv.slice(1), {
     env: { ...process.env, ...env },
     stdio: ['ignore', stdout, 'pipe', 'ipc'],
   });
@@ -164,7 +175,7 @@ function startChild(name: string, rank: number | undefined, file: string, env: R
     child.on('exit', (code, signal) => resolve({ code, signal }));
     child.on('error', () => resolve({ code: -1, signal: null }));
   });
-  return { name, rank, child, exited };
+  return { name, rank, child, exited, ...(bind ? { cpus: bind.cpus } : {}) };
 }
 
 /** The coordinator child prints one JSON line with its address when it listens. */

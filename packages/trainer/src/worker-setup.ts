@@ -5,6 +5,7 @@ import { publicConfig } from './config';
 import { configSummary } from './config-summary';
 import { removeStaleTemps } from './checkpoint';
 import { deviceNote, GPU_ENV, nvidiaContainerHint, pinThisProcess } from './devices';
+import { allowedCpus, formatCpuList } from './cpu-bind';
 import type { WorkerContext } from './worker-context';
 
 /**
@@ -19,7 +20,7 @@ export async function setupWorker({ cfg, id, lead, say }: WorkerContext): Promis
     if (containerHint && (e as { code?: string }).code === 'BACKEND_UNAVAILABLE' && /no WebGPU adapter/.test(e.message)) e.message += `; ${containerHint}`;
     throw e;
   });
-  say(`[rank ${id.rank}/${id.worldSize}] ${backend.line}${deviceNote(backend.name, process.env)}`);
+  say(`[rank ${id.rank}/${id.worldSize}] ${backend.line}${deviceNote(backend.name, process.env)}${cpuNote(process.env)}`);
   if (containerHint && backend.skipped.some((s) => s.backend === 'webgpu' && /no WebGPU adapter/.test(s.reason))) say(`webgpu: ${containerHint}`);
   const local = Number(process.env.LOCAL_WORLD_SIZE ?? 1);
   if (backend.adapter && local > 1 && id.localRank === 0 && !process.env[WEBGPU_ADAPTER_ENV] && process.env[GPU_ENV.index] === undefined) {
@@ -34,4 +35,11 @@ export async function setupWorker({ cfg, id, lead, say }: WorkerContext): Promis
     for (const f of await removeStaleTemps(cfg.out)) say(`removed ${f}, left by a checkpoint writer that died mid-write`);
   }
   return backend;
+}
+
+/** --cpu-bind: the cores this process may use, read back from the kernel (not the launcher's plan). */
+function cpuNote(env: NodeJS.ProcessEnv): string {
+  if (env.GOOGLENET_CPU_BIND === undefined) return '';
+  const cpus = allowedCpus();
+  return cpus ? ` (bound to cpu ${formatCpuList(cpus)})` : '';
 }
