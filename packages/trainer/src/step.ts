@@ -10,6 +10,7 @@ import type { Sgd } from './optim';
 import { clipFlatGradients, clipGradientTensors } from './grad-clip';
 import { allFinite, unscaleFlat, unscaleTensors, type LossScaler } from './loss-scale';
 import { OverlapState, overlapBlocker, type OverlapChoice, type OverlapFigures } from './overlap';
+import { EagerGradCopy } from './grad-copy';
 
 /** Milliseconds spent in each phase of one optimizer step. */
 export interface StepTimes {
@@ -139,11 +140,14 @@ export class TrainStep {
     this.inSharedSegment = shared !== null;
     if (blocked === null) this.overlap = new OverlapState(model, this.flat, this.paramOffsets, ov!.bucketBytes);
     else if (blocked !== 'off' && reducer.worldSize > 1) this.overlapNote = `overlap off: ${blocked}`;
+    if (this.overlap === null && tf.getBackend() === 'wasm' && opts.accumulate === 1) this.eager = new EagerGradCopy(model, this.flat, this.paramOffsets);
     this.topK = Math.min(5, model.numClasses);
   }
 
   /** --overlap on this rank (null: off). */
   private readonly overlap: OverlapState | null = null;
+  /** Wasm, one micro-batch, no overlap: gradients are copied into `flat` during the backward (grad-copy.ts). */
+  private readonly eager: EagerGradCopy | null = null;
   /** Why overlap is off although asked for, said once. */
   private overlapNote?: string;
 
@@ -364,7 +368,8 @@ export class TrainStep {
       c.times.data += performance.now() - t;
       t = performance.now();
       // --overlap's first step runs without it and learns the order in which the backward yields gradients.
-      const tap = ov?.phase === 'learn' ? ov.learnTap : undefined;
+      this.eager?.begin();
+      const tap = ov?.phase === 'learn' ? ov.learnTap : this.eager?.tap;
       const { stats, parts } = await this.microBatch(batch, this.dropoutSeed(step, this.opts.rank * accumulate + m), c.gpu, tap);
       this.metrics[M_COUNT] += batch.size;
       await this.addFigures(stats, parts);
@@ -537,9 +542,18 @@ export class TrainStep {
     return { stats: stats!, parts };
   }
 
-  /** computeGradients' grads then runningStats, end to end: the model-signature order of `flat`. */
+  /**
+   * computeGradients' grads then runningStats, end to end: the model-signature order of `flat`. With the eager
+   * copy the gradients are there already (but those the tap did not see as returned) and only the statistics follow.
+   */
   private async writeFlat(parts: readonly tf.Tensor[]): Promise<void> {
-    await readAllInto(parts, this.flat);
+    if (!this.eager) {
+      await readAllInto(parts, this.flat);
+      return;
+    }
+    const params = this.model.params.length;
+    this.eager.finish(parts.slice(0, params));
+    await readAllInto(parts.slice(params), this.flat, this.bufferOffsets[0] ?? this.flat.length);
   }
 
   private apply(lr: number): void {
