@@ -13,6 +13,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseFlags, helpText, type FlagSpec } from '../src/flags';
+import { TRAIN_NODE_FLAGS } from '../src/node-flags';
+import { allowedCpus, findTaskset, formatCpuList, planCpuBinding } from '../src/cpu-bind';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../../..');
@@ -79,10 +81,12 @@ interface Pair { imgPerSec: number; compute: number; apply: number }
  * What this machine gives two processes at once with no exchange at all: two independent --workers=1 runs with one
  * thread each, started together; img/s summed. scaling2 can reach at most ceiling2 = this / one such run alone
  * (shared caches, memory bandwidth, and whatever else runs here): the exchange's share of the loss is what is left.
+ * Each is bound to the cores the launcher would give that rank of a 2-worker run (--cpu-bind=auto), where it binds.
  */
 function independentPair(size: number, batch: number, classes: number, f: Record<string, unknown>): Pair {
   const outs = [0, 1].map(() => fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-')));
-  const cmd = outs.map((out) => [tsx, path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`,
+  const bind = planCpuBinding({ choice: 'auto', workers: 2, cpus: allowedCpus(), taskset: findTaskset() });
+  const cmd = outs.map((out, k) => [...('sets' in bind ? [bind.taskset, '-c', formatCpuList(bind.sets[k]!)] : []), tsx, ...TRAIN_NODE_FLAGS, path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`,
     `--num-classes=${classes}`, `--steps=${runSteps(f)}`, '--workers=1', `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
     '--tensorboard=false'].map((a) => `'${a}'`).join(' ') + ' >/dev/null &').join(' ') + ' wait';
   const r = spawnSync('bash', ['-c', cmd], { cwd: root, encoding: 'utf8', env: { ...process.env, GOOGLENET_NATIVE_THREADS: '1' } });
@@ -100,8 +104,9 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
   // webgpu: the last step runs with a timestamp query around every kernel (GPU time per kernel); it is slower,
   // so it is left out of the throughput figures.
   const profile = f.backend === 'webgpu' ? runSteps(f) : 0;
+  // As `nx run trainer:train` runs it (project.json): with the training V8 flags.
   const args = [
-    path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, `--num-classes=${classes}`,
+    ...TRAIN_NODE_FLAGS, path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, `--num-classes=${classes}`,
     `--steps=${runSteps(f)}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
     `--profile-step=${profile}`, `--precision=${precision}`,
     ...(workers > 1 ? [`--overlap=${f.overlap}`] : []),

@@ -10,6 +10,7 @@ import { latestCheckpointFile } from './checkpoint';
 import { runIdOf } from './run-id';
 import { EXIT_NO_RESTART, NO_RESTART_CODES } from './exit-codes';
 import { discoverGpus, planWorkerGpus, workerDeviceEnv } from './devices';
+import { missingNodeFlags } from './node-flags';
 import { allowedCpus, bindingLine, findTaskset, formatCpuList, planCpuBinding, type CpuBinding } from './cpu-bind';
 
 /** The entry points the launcher starts. Bundles (the GPU pack) point these elsewhere through env. */
@@ -28,6 +29,8 @@ interface Proc {
   rank?: number;
   /** --cpu-bind: the cores it is bound to, as a cpu list. */
   cpus?: string;
+  /** V8 flags the launcher added (node-flags.ts). */
+  nodeFlags: string[];
   child: ChildProcess;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -144,7 +147,7 @@ async function runAttempt(
     // Where each process of this attempt runs, for operators (and the failure tests that kill one).
     await fs.writeFile(path.join(cfg.out, 'processes.json'), JSON.stringify({
       attempt, launcher: process.pid, coordinatorUrl: url,
-      processes: procs.map((p) => ({ name: p.name, rank: p.rank, pid: p.child.pid, ...(p.cpus ? { cpus: p.cpus } : {}) })),
+      processes: procs.map((p) => ({ name: p.name, rank: p.rank, pid: p.child.pid, ...(p.cpus ? { cpus: p.cpus } : {}), ...(p.nodeFlags.length ? { nodeFlags: p.nodeFlags } : {}) })),
     }, null, 2) + '\n');
     return await firstFailure(procs, cfg.workers);
   } catch (e) {
@@ -159,7 +162,9 @@ async function runAttempt(
 
 /** `bind`: start it as `taskset -c <cpus> node ...` (taskset execs node: the pid stays the child's). */
 function startChild(name: string, rank: number | undefined, file: string, env: Record<string, string | undefined>, io: LaunchIo, stdout: 'inherit' | 'pipe' | 'ignore', outDir: string, bind?: { taskset: string; cpus: string }): Proc {
-  const argv = [...(bind ? [bind.taskset, '-c', bind.cpus] : []), process.execPath, ...process.execArgv, file];
+  // Workers get the training V8 flags (node-flags.ts) that the launcher's own command line did not set.
+  const flags = rank === undefined ? [] : missingNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
+  const argv = [...(bind ? [bind.taskset, '-c', bind.cpus] : []), process.execPath, ...flags, ...process.execArgv, file];
   const child = spawn(argv[0]!, argv.slice(1), {
     env: { ...process.env, ...env },
     stdio: ['ignore', stdout, 'pipe', 'ipc'],
@@ -175,7 +180,7 @@ function startChild(name: string, rank: number | undefined, file: string, env: R
     child.on('exit', (code, signal) => resolve({ code, signal }));
     child.on('error', () => resolve({ code: -1, signal: null }));
   });
-  return { name, rank, child, exited, ...(bind ? { cpus: bind.cpus } : {}) };
+  return { name, rank, child, exited, nodeFlags: flags, ...(bind ? { cpus: bind.cpus } : {}) };
 }
 
 /** The coordinator child prints one JSON line with its address when it listens. */

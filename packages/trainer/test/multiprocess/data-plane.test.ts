@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { shmUnavailable } from '@googlenet/coordinator';
 import { rankDigests, tempDir, train } from '../helpers';
 import { allowedCpus, findTaskset, formatCpuList, planCpuBinding } from '../../src/cpu-bind';
+import { TRAIN_NODE_FLAGS } from '../../src/node-flags';
 
 // --data-plane reaches the started coordinator and every worker, and the plane does not change a single byte.
 const common = ['--image-size=32', '--batch-size=4', '--steps=3', '--lr=0.05', '--backend=wasm', '--eval-every=0', '--seed=7', '--workers=2'];
@@ -24,6 +25,9 @@ describe.skipIf(noShm !== null)('--data-plane', () => {
       const out = path.join(dir, plane);
       await train([...common, `--data-plane=${plane}`, `--out=${out}`, ...(plane === 'peer' ? ['--cpu-bind=off'] : [])]);
       expect(fs.readFileSync(path.join(out, 'coordinator.log'), 'utf8')).toContain(`data plane ${plane}`);
+      // The launcher gives its workers the training V8 flags its own command line lacks (this test starts it without).
+      const started = JSON.parse(fs.readFileSync(path.join(out, 'processes.json'), 'utf8')).processes as { rank?: number; nodeFlags?: string[] }[];
+      if (!/semi.space/.test(process.env.NODE_OPTIONS ?? '')) for (const p of started.filter((x) => x.rank !== undefined)) expect(p.nodeFlags).toEqual(TRAIN_NODE_FLAGS);
       if ('sets' in binding) {
         // The kernel's word, read back by each worker, not only the launcher's plan.
         const bound = plane === 'shm';
