@@ -320,6 +320,56 @@ export class CoordinatorClient {
   }
 
   /**
+   * Shared-memory plane, registered slots, fp32 wire only: once every rank wrote `data` (its sharedBuffer(), or a range
+   * of it), resolves with every rank's copy of that range in rank order (views into the segment), and `metrics`
+   * summed over ranks; nothing is averaged or written (ShmPlane.gather). The caller computes the exact mean from the
+   * views itself and then calls releaseGathered(); before it writes its sharedBuffer() again it awaits
+   * gatheredReleased() (the other ranks may still be reading it until then). Null where this client cannot (another
+   * data plane, no slots, `data` not in the slot, --grad-compression=fp16): use allReduce.
+   */
+  async gatherShared(data: Float32Array, metrics?: Float64Array): Promise<Float32Array[] | null> {
+    const shm = this.shm;
+    if (!shm || this.opts.gradCompression === 'fp16' || !shm.slot() || data.buffer !== shm.slot()!.buffer) return null;
+    if (this.failure) throw this.failure;
+    if (this.closing) throw new CoordinatorError('CLOSED', 'this client was closed; connect a new one');
+    if (this.lent || this.pending) throw new CoordinatorError('BUSY', 'another collective is in progress on this client; await it first');
+    if (metrics && (!(metrics instanceof Float64Array) || metrics.length > MAX_METRICS)) {
+      throw new CoordinatorError('INVALID_OPTIONS', `metrics must be a Float64Array of at most ${MAX_METRICS} values`);
+    }
+    const t0 = performance.now();
+    return new Promise<Float32Array[]>((resolve, reject) => {
+      // Announced as the mean it stands for: the coordinator counts it, checks every rank issued the same, times it out.
+      let views: Float32Array[] = [];
+      const p = this.announce('mean', 'f32', data, metrics, t0, false, () => resolve(views), reject, 'another rank is stuck');
+      shm.gather(data, metrics).then((g) => {
+        if (this.pending !== p) return;
+        clearTimeout(p.timer);
+        this.pending = null;
+        views = g.views;
+        this.lastTiming = { encodeMs: 0, sendMs: 0, waitMs: 0, decodeMs: 0, totalMs: performance.now() - t0, dataPlane: 'shm', receiveMs: g.timing.waitMs, sumMs: 0 };
+        p.resolve();
+      }, (e: CoordinatorError) => this.fail(e));
+    });
+  }
+
+  /** Done reading the views of the last gatherShared() (no-op when none is held). */
+  releaseGathered(): void {
+    this.shm?.releaseGather();
+  }
+
+  /** Resolves once every rank released the last gatherShared(): this rank may write its sharedBuffer() again. */
+  async gatheredReleased(): Promise<void> {
+    if (!this.shm) return;
+    if (this.failure) throw this.failure;
+    try {
+      await this.shm.gatherReleased();
+    } catch (e) {
+      this.fail(e as CoordinatorError);
+      throw this.failure ?? e;
+    }
+  }
+
+  /**
    * `lossless`: float32 even with fp16 compression; `tail`: the remainder of the preceding all-reduce; `skip`: shm
    * plane, the leading values are already averaged (preReduced).
    */

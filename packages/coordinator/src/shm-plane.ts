@@ -94,7 +94,9 @@ const MAX_METRICS = 64;
 /** Data area of a segment, at most: fits Docker's default /dev/shm (64 MiB) with room to spare. */
 const SEGMENT_BUDGET = 48 * 1024 * 1024;
 const MAX_CHUNK = 4 * 1024 * 1024;
-const OP_CODE: Record<Op, number> = { mean: 1, bcast: 2 };
+/** 'gather': the slots' views handed to the caller instead of a mean written into them (gather()). */
+type PlaneOp = Op | 'gather';
+const OP_CODE: Record<PlaneOp, number> = { mean: 1, bcast: 2, gather: 3 };
 const DTYPE_CODE: Record<DType, number> = { f32: 1, f16: 2 };
 
 /** Default elements per slot for `ranks` ranks: 2 buffers of (ranks + 1) slots within the segment budget. */
@@ -119,6 +121,10 @@ export class ShmPlane {
   private readonly sharedBase: number;
   private readonly slotStride: number;
   private slotView: Float32Array | null = null;
+  /** gather(): the collective whose views this rank still reads (0: none); collectives are refused meanwhile. */
+  private gathering = 0;
+  /** The last gather()'s collective, until every rank released it. */
+  private lastGather = 0;
 
   private constructor(private readonly k: ShmAddon, private seg: ArrayBuffer, readonly rank: number, readonly ranks: number,
     readonly chunkElems: number, private readonly timeoutMs: number) {
@@ -212,6 +218,7 @@ export class ShmPlane {
   async run(op: Op, dtype: DType, data: Float32Array, metrics?: Float64Array): Promise<ShmTiming> {
     if (this.closed || this.left) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
     if (this.busy) throw new CoordinatorError('BUSY', 'another collective is in progress on this shm plane');
+    if (this.gathering) throw new CoordinatorError('BUSY', 'this rank still holds the views of a gather(); releaseGather() first');
     const t: ShmTiming = { copyInMs: 0, waitMs: 0, sumMs: 0, copyOutMs: 0 };
     if (metrics && metrics.length > MAX_METRICS) throw new CoordinatorError('INVALID_OPTIONS', `metrics must be at most ${MAX_METRICS} values`);
     this.busy = true;
@@ -226,8 +233,70 @@ export class ShmPlane {
     }
   }
 
+  /**
+   * The mean without writing it anywhere: once every rank wrote `data` (its registered slot, or a range of it, fp32),
+   * resolves with every rank's copy of that range, in rank order (views into the segment), and `metrics` summed over
+   * ranks. The caller computes what it needs from the views (the trainer: the exact mean inside its SGD, one pass over
+   * R slots instead of averaging into every slot and reading the result back), then calls releaseGather(). The other
+   * ranks may read this rank's slot until every rank released: before writing its slot again a rank awaits
+   * gatherReleased(); the next collective also waits for it. Every rank must gather the same range (SIZE_MISMATCH).
+   */
+  async gather(data: Float32Array, metrics?: Float64Array): Promise<{ views: Float32Array[]; timing: ShmTiming }> {
+    if (this.closed || this.left) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
+    if (this.busy || this.gathering) throw new CoordinatorError('BUSY', 'another collective is in progress on this shm plane');
+    const at = this.registeredAt(data);
+    if (at < 0) throw new CoordinatorError('INVALID_OPTIONS', `shm plane: gather() needs rank ${this.rank}'s registered slot (slot()) or a range of it`);
+    if (metrics && metrics.length > MAX_METRICS) throw new CoordinatorError('INVALID_OPTIONS', `metrics must be at most ${MAX_METRICS} values`);
+    const t: ShmTiming = { copyInMs: 0, waitMs: 0, sumMs: 0, copyOutMs: 0 };
+    this.busy = true;
+    try {
+      const q = ++this.q, n = data.length, nm = metrics ? metrics.length + 1 : 0;
+      const wait = this.waiter(q, 'gather', t);
+      if (q > 1 && this.lastSteps > 0) await wait(q - 1, this.lastSteps, 'finish the previous collective');
+      this.lastSteps = 2;
+      this.describe(q, 'gather', 'f32', n, nm, at);
+      if (metrics) this.f64.set(metrics, this.metricsAt(this.rank));
+      this.k.signal(this.seg, this.rank, q, 1);
+      await wait(q, 1, 'write its slot');
+      this.checkDescriptors(q, 'gather', 'f32', n, nm, at);
+      if (metrics) this.sumMetrics(metrics);
+      this.gathering = q;
+      this.lastGather = q;
+      const views = Array.from({ length: this.ranks }, (_, r) => new Float32Array(this.seg, this.sharedBase + r * this.slotStride + at * 4, n));
+      return { views, timing: t };
+    } catch (e) {
+      this.abortWith(ABORT.LEFT, this.rank);
+      throw e;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** This rank is done reading the views of its last gather() (the others may then write their slots again). */
+  releaseGather(): void {
+    if (!this.gathering || this.closed) return;
+    this.k.signal(this.seg, this.rank, this.gathering, 2);
+    this.gathering = 0;
+  }
+
+  /** Resolves once every rank released the last gather(): this rank may write its slot again. At once when none is open. */
+  async gatherReleased(): Promise<void> {
+    if (this.gathering) throw new CoordinatorError('BUSY', 'this rank still holds the views of its gather(); releaseGather() first');
+    const q = this.lastGather;
+    if (!q) return;
+    if (this.closed || this.left) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
+    const t: ShmTiming = { copyInMs: 0, waitMs: 0, sumMs: 0, copyOutMs: 0 };
+    try {
+      await this.waiter(q, 'gather', t)(q, 2, 'finish reading the gathered slots');
+    } catch (e) {
+      this.abortWith(ABORT.LEFT, this.rank);
+      throw e;
+    }
+    if (this.lastGather === q) this.lastGather = 0;
+  }
+
   /** A wait for (wq, step) of collective q that fails the way the plane fails (abort word, a rank gone, the deadline). */
-  private waiter(q: number, op: Op, t: ShmTiming): (wq: number, step: number, what: string) => Promise<void> {
+  private waiter(q: number, op: PlaneOp, t: ShmTiming): (wq: number, step: number, what: string) => Promise<void> {
     const { k, seg, rank: me, ranks: R } = this;
     const deadline = performance.now() + this.timeoutMs;
     return async (wq: number, step: number, what: string): Promise<void> => {
@@ -346,7 +415,7 @@ export class ShmPlane {
    * This rank's collective descriptor, in its line (read by the others after the first step). `at`: the range's start
    * in the registered slots, -1 for the chunked path (a rank on one path and one on the other is a mismatch).
    */
-  private describe(q: number, op: Op, dtype: DType, n: number, nm: number, at: number): void {
+  private describe(q: number, op: PlaneOp, dtype: DType, n: number, nm: number, at: number): void {
     const w = (HEADER + this.rank * LINE) >> 2;
     this.u32[w + 4] = q;
     this.u32[w + 5] = OP_CODE[op] | (DTYPE_CODE[dtype] << 8);
@@ -355,7 +424,7 @@ export class ShmPlane {
     this.f64[(w + 10) >> 1] = at;
   }
 
-  private checkDescriptors(q: number, op: Op, dtype: DType, n: number, nm: number, at: number): void {
+  private checkDescriptors(q: number, op: PlaneOp, dtype: DType, n: number, nm: number, at: number): void {
     for (let r = 0; r < this.ranks; r++) {
       const w = (HEADER + r * LINE) >> 2;
       const rq = this.u32[w + 4]!, code = this.u32[w + 5]!, rn = this.f64[(w + 6) >> 1]!, rm = this.u32[w + 8]!, ra = this.f64[(w + 10) >> 1]!;
@@ -553,7 +622,7 @@ export function headerBytes(ranks: number): number {
 }
 
 function describeCode(code: number): string {
-  const op = (Object.keys(OP_CODE) as Op[]).find((o) => OP_CODE[o] === (code & 0xff)) ?? '?';
+  const op = (Object.keys(OP_CODE) as PlaneOp[]).find((o) => OP_CODE[o] === (code & 0xff)) ?? '?';
   const dt = (Object.keys(DTYPE_CODE) as DType[]).find((d) => DTYPE_CODE[d] === code >> 8) ?? '?';
   return `${op}/${dt}`;
 }

@@ -101,6 +101,70 @@ maybe('shared-memory plane, registered slots', () => {
     }
   });
 
+  it('gather: every rank sees every rank\'s slot range (rank order) and the summed metrics; averaging the views gives the all-reduce\'s bytes', async () => {
+    for (const ranks of [1, 2, 3]) {
+      const n = 300, at = 40, len = 203;
+      const ps = await planes(ranks, n);
+      const ss = slots(ps);
+      for (let round = 0; round < 3; round++) {
+        const xs = inputs(ranks, len, ranks * 10 + round);
+        ss.forEach((s, r) => s.subarray(at, at + len).set(xs[r]!));
+        const ms = ps.map((_, r) => Float64Array.of(r + 1));
+        const got = await Promise.all(ps.map((p, r) => p.gather(ss[r]!.subarray(at, at + len), ms[r])));
+        const want = new Float32Array(len);
+        referenceMean(xs, want);
+        for (const [r, g] of got.entries()) {
+          expect(g.views.length).toBe(ranks);
+          g.views.forEach((v, k) => expect(bytes(v).equals(bytes(xs[k]!)), `rank ${r} sees rank ${k}`).toBe(true));
+          const mean = new Float32Array(len);
+          referenceMean(g.views, mean);
+          expect(bytes(mean).equals(bytes(want))).toBe(true);
+          expect(ms[r]![0]).toBe((ranks * (ranks + 1)) / 2);
+        }
+        // Nothing was written into the slots: each still holds its own values.
+        ss.forEach((s, r) => expect(bytes(s.subarray(at, at + len)).equals(bytes(xs[r]!))).toBe(true));
+        // A rank holding the views is refused another collective; released, the next one (an all-reduce) works.
+        await expect(ps[0]!.run('mean', 'f32', new Float32Array(8))).rejects.toMatchObject({ code: 'BUSY' });
+        ps.forEach((p) => p.releaseGather());
+        await Promise.all(ps.map((p) => p.gatherReleased()));
+        const ys = inputs(ranks, 16, round + 50);
+        await Promise.all(ps.map((p, r) => p.run('mean', 'f32', ys[r]!)));
+      }
+      ps.forEach((p) => p.close());
+    }
+  });
+
+  it('gather: a rank waits in gatherReleased() until every rank released its views; one gathering beside one averaging is SIZE_MISMATCH', async () => {
+    const ps = await planes(2, 64, { timeoutMs: 20_000 });
+    const ss = slots(ps);
+    await Promise.all(ps.map((p, r) => p.gather(ss[r]!)));
+    ps[0]!.releaseGather();
+    let released = false;
+    const waiting = ps[0]!.gatherReleased().then(() => (released = true));
+    await new Promise((r) => setTimeout(r, 60));
+    expect(released).toBe(false); // rank 1 may still be reading rank 0's slot
+    ps[1]!.releaseGather();
+    await waiting;
+    expect(released).toBe(true);
+    const res = await Promise.allSettled([ps[0]!.gather(ss[0]!), ps[1]!.run('mean', 'f32', ss[1]!)]);
+    for (const r of res) expect(((r as PromiseRejectedResult).reason as CoordinatorError).code).toBe('SIZE_MISMATCH');
+    ps.forEach((p) => p.close());
+  });
+
+  it('gather: a rank that leaves while another waits for its release fails that one at once (ROUND_ABORTED)', async () => {
+    const ps = await planes(2, 64, { timeoutMs: 20_000 });
+    const ss = slots(ps);
+    await Promise.all(ps.map((p, r) => p.gather(ss[r]!)));
+    ps[0]!.releaseGather();
+    const t = performance.now();
+    const waiting = ps[0]!.gatherReleased();
+    setTimeout(() => ps[1]!.leave(), 50);
+    await expect(waiting).rejects.toMatchObject({ code: 'ROUND_ABORTED', failedRank: 1 });
+    expect(performance.now() - t).toBeLessThan(5000);
+    await expect(ps[0]!.gather(ss[0]!)).rejects.toMatchObject({ code: 'ROUND_ABORTED' }); // the abort word stays: no more collectives
+    ps.forEach((p) => p.close());
+  });
+
   it('refuses a view of the segment outside this rank\'s slot with INVALID_OPTIONS', async () => {
     const ps = await planes(2, 64);
     const header = new Float32Array(ps[0]!.slot()!.buffer, 0, 16);

@@ -575,6 +575,84 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// sgdMean(heap, wOffsets, bOffsets, sizes, slots: Float32Array[], gOffsets, momentum, weightDecay, lr, started, nesterov)
+// The same step on the exact mean over R ranks' gradients, read where the ranks wrote them (the shared-memory
+// plane's slots, coordinator ShmPlane.gather): g = fround(((s_0 + s_1) + ... + s_{R-1}) / R), the sum in float64 in
+// rank order (the coordinator's reduction, bit for bit), then sgdRange. One pass over R slots instead of averaging
+// into every slot and reading the mean back.
+__attribute__((optimize("fp-contract=off")))
+void sgdMeanRange(float* w, float* b, const float* const* src, int R, size_t n, float mom, float wd, float lr, bool started, bool nesterov) {
+  constexpr size_t B = 1024;
+  alignas(64) double acc[B];
+  alignas(64) float g[B];
+  for (size_t i0 = 0; i0 < n; i0 += B) {
+    const size_t m = n - i0 < B ? n - i0 : B;
+    for (size_t i = 0; i < m; i++) acc[i] = src[0][i0 + i];
+    for (int r = 1; r < R; r++) for (size_t i = 0; i < m; i++) acc[i] += src[r][i0 + i];
+    for (size_t i = 0; i < m; i++) g[i] = float(acc[i] / R);
+    sgdRange(w + i0, b ? b + i0 : nullptr, g, m, mom, wd, lr, started, nesterov);
+  }
+}
+
+napi_value SgdMean(napi_env env, napi_callback_info info) {
+  size_t argc = 11; napi_value argv[11];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  uint8_t* heap; size_t len;
+  auto typed = [&](napi_value v, napi_typedarray_type want, void** data, size_t* count) {
+    napi_typedarray_type t; napi_value ab; size_t off;
+    return napi_get_typedarray_info(env, v, &t, count, data, &ab, &off) == napi_ok && t == want;
+  };
+  const char* usage = "sgdMean(heap, wOffsets, bOffsets, sizes, slots: Float32Array[], gOffsets, momentum, weightDecay, lr, started, nesterov)";
+  void *wo, *bo, *sz, *go; size_t nw, nb, ns, ngo;
+  bool isArray = false;
+  if (argc != 11 || !heapPtr(env, argv[0], &heap, &len) || !typed(argv[1], napi_float64_array, &wo, &nw) ||
+      !typed(argv[2], napi_float64_array, &bo, &nb) || !typed(argv[3], napi_float64_array, &sz, &ns) ||
+      napi_is_array(env, argv[4], &isArray) != napi_ok || !isArray || !typed(argv[5], napi_float64_array, &go, &ngo) ||
+      nb != nw || ns != nw || ngo != nw) {
+    napi_throw_type_error(env, nullptr, usage);
+    return nullptr;
+  }
+  uint32_t R = 0;
+  napi_get_array_length(env, argv[4], &R);
+  if (R < 1 || R > 64) { napi_throw_range_error(env, nullptr, "sgdMean: 1..64 slots"); return nullptr; }
+  const float* src[64]; size_t ng = 0;
+  for (uint32_t r = 0; r < R; r++) {
+    napi_value v; void* d; size_t c;
+    if (napi_get_element(env, argv[4], r, &v) != napi_ok || !typed(v, napi_float32_array, &d, &c) || (r > 0 && c != ng)) {
+      napi_throw_type_error(env, nullptr, "sgdMean: slots must be Float32Arrays of one length");
+      return nullptr;
+    }
+    src[r] = static_cast<const float*>(d);
+    ng = c;
+  }
+  const double *W = static_cast<double*>(wo), *B = static_cast<double*>(bo), *S = static_cast<double*>(sz), *G = static_cast<double*>(go);
+  for (size_t i = 0; i < nw; i++) {
+    if (W[i] < 0 || W[i] + 4 * S[i] > len || (B[i] >= 0 && B[i] + 4 * S[i] > len) || G[i] < 0 || G[i] + S[i] > ng) {
+      napi_throw_range_error(env, nullptr, "sgdMean: out of bounds"); return nullptr;
+    }
+  }
+  float mom = (float)num(env, argv[6]), wd = (float)num(env, argv[7]), lr = (float)num(env, argv[8]);
+  bool started = num(env, argv[9]) != 0, nesterov = num(env, argv[10]) != 0;
+  double total = 0; for (size_t i = 0; i < nw; i++) total += S[i];
+  auto run = [&](size_t i0, size_t i1) {
+    const float* at[64];
+    for (size_t i = i0; i < i1; i++) {
+      for (uint32_t r = 0; r < R; r++) at[r] = src[r] + (size_t)G[i];
+      float* w = reinterpret_cast<float*>(heap + (size_t)W[i]);
+      float* b = B[i] >= 0 ? reinterpret_cast<float*>(heap + (size_t)B[i]) : nullptr;
+      sgdMeanRange(w, b, at, (int)R, (size_t)S[i], mom, wd, lr, started, nesterov);
+    }
+  };
+  if (numThreads() == 1 || nw < 2) { run(0, nw); return nullptr; }
+  size_t split = 0; double acc = 0;
+  while (split < nw && acc + S[split] <= total / 2) acc += S[split++];
+  if (split == 0) split = 1;
+  std::thread t(run, 0, split);
+  run(split, nw);
+  t.join();
+  return nullptr;
+}
+
 // ---- EMA of the weights: t = decay*t + (1-decay)*s, in place (torch.optim.swa_utils.AveragedModel's step) ----
 // Rounded as the tensor path (tf.add(tf.mul(t, decay), tf.mul(s, 1 - decay)) in float32), no FMA, so both paths
 // hold the same bits: one pass over the heap instead of three kernels and two temporaries per tensor.
@@ -626,6 +704,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"bnReluBackward", nullptr, BnReluBackward, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"copyCols", nullptr, CopyCols, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"sgd", nullptr, Sgd, nullptr, nullptr, nullptr, kPlain, nullptr},
+      {"sgdMean", nullptr, SgdMean, nullptr, nullptr, nullptr, kPlain, nullptr},
       {"ema", nullptr, Ema, nullptr, nullptr, nullptr, kPlain, nullptr},
   };
   napi_define_properties(env, exports, sizeof(fns) / sizeof(fns[0]), fns);

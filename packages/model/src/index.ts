@@ -15,7 +15,7 @@ export { stateDict, loadStateDict, saveWeights, loadWeights } from './state-dict
 export { encodeSafetensors, decodeSafetensors } from './safetensors.js';
 export type { HostTensor, Dtype } from './safetensors.js';
 export { conv2d } from './conv.js';
-export { nativeSgd, nativeEma, nativeActive, nativeProfile, setNativeEnabled } from './native.js';
+export { nativeSgd, nativeSgdMean, nativeSgdMeanActive, nativeEma, nativeActive, nativeProfile, setNativeEnabled } from './native.js';
 export { countDispatches, sgdStep as webgpuSgd } from './webgpu-kernels.js';
 export { capture as captureWebgpuStep, diffRecordings, discardRecording, StepGraph, ReplayError } from './webgpu-replay.js';
 export type { Recording as WebgpuRecording } from './webgpu-replay.js';

@@ -26,6 +26,8 @@ interface Addon {
     srcCol: number, dstCol: number): void;
   sgd?(heap: ArrayBuffer, wOffsets: Float64Array, bOffsets: Float64Array, sizes: Float64Array, grads: Float32Array,
     gOffsets: Float64Array, momentum: number, weightDecay: number, lr: number, started: number, nesterov?: number): void;
+  sgdMean?(heap: ArrayBuffer, wOffsets: Float64Array, bOffsets: Float64Array, sizes: Float64Array, slots: Float32Array[],
+    gOffsets: Float64Array, momentum: number, weightDecay: number, lr: number, started: number, nesterov: number): void;
   ema?(heap: ArrayBuffer, tOffsets: Float64Array, sOffsets: Float64Array, sizes: Float64Array, keep: number, take: number): void;
 }
 
@@ -251,6 +253,29 @@ export function nativeSgd(params: readonly tf.Variable[], buffers: readonly tf.V
   timed('sgd', () => o.nesterov
     ? n.k.sgd!(heap, w, b, sizes, grads, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0, 1)
     : n.k.sgd!(heap, w, b, sizes, grads, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0));
+  return true;
+}
+
+/** Whether nativeSgdMean runs here (wasm, an addon that has it); otherwise the caller averages first. */
+export const nativeSgdMeanActive = (): boolean => !!active()?.k.sgdMean;
+
+/**
+ * nativeSgd on the exact mean of R ranks' gradients, read from where they lie (`slots`: rank order, one length; the
+ * shared-memory plane's views): g = fround(float64 sum in rank order / R), the coordinator's mean bit for bit, fused
+ * into the update (the mean is never stored). Returns false (nothing done) where nativeSgd would.
+ */
+export function nativeSgdMean(params: readonly tf.Variable[], buffers: readonly tf.Variable[] | null, slots: Float32Array[],
+  gradOffsets: readonly number[], o: { momentum: number; weightDecay: number; lr: number; started: boolean; nesterov?: boolean }): boolean {
+  const n = active();
+  if (!n?.k.sgdMean) return false;
+  const own = ownedOffset(n.be);
+  const w = Float64Array.from(params, own);
+  const b = buffers ? Float64Array.from(buffers, own) : new Float64Array(params.length).fill(-1);
+  if (w.some((x) => x < 0) || (buffers && b.some((x) => x < 0))) return false;
+  const sizes = Float64Array.from(params, (p) => p.size);
+  const heap = n.be.wasm.HEAPU8.buffer as ArrayBuffer;
+  const go = Float64Array.from(gradOffsets);
+  timed('sgdMean', () => n.k.sgdMean!(heap, w, b, sizes, slots, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0, o.nesterov ? 1 : 0));
   return true;
 }
 

@@ -66,6 +66,56 @@ describe('SGD from a flat gradient buffer', () => {
   });
 });
 
+describe('SGD on the mean of gathered gradients (stepMeanOf: the shared-memory plane\'s views)', () => {
+  it.each([[1, false], [2, false], [3, false], [2, true]])('%s rank(s), Nesterov %s: the same bits as the exact mean (referenceMean) through stepFlat, step after step', async (ranks, nesterov) => {
+    const { selectBackend, setNativeEnabled, nativeActive, nativeProfile } = await import('@googlenet/model');
+    const { referenceMean } = await import('@googlenet/coordinator');
+    await selectBackend('wasm');
+    setNativeEnabled(true);
+    if (!nativeActive()) throw new Error('the native kernels are not built: run `npm rebuild @googlenet/model` (needs g++)');
+    const shapes = [[3, 4], [5], [2, 700]];
+    const init = shapes.map((s, i) => Float32Array.from({ length: s.reduce((a, b) => a * b) }, (_, k) => Math.sin(k + 10 * i)));
+    const make = () => init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
+    const a = make();
+    const b = make();
+    const sa = new Sgd(a, { momentum: 0.9, weightDecay: 1e-4, nesterov });
+    const sb = new Sgd(b, { momentum: 0.9, weightDecay: 1e-4, nesterov });
+    // Offsets as in the trainer's vector, with room after the parameters (the running statistics live there).
+    const offsets = [0, 12, 17];
+    nativeProfile(true);
+    for (let step = 0; step < 3; step++) {
+      // Values whose float64 sum needs the one final rounding (an fp32 running sum would differ in the last bit).
+      const slots = Array.from({ length: ranks }, (_, r) => Float32Array.from({ length: 1430 }, (_, k) => Math.cos(k * (step + 1) + r) * (1 + r * 1e-3)));
+      expect(sa.stepMeanOf(slots, offsets, 0.05)).toBe(true);
+      const mean = new Float32Array(1430);
+      referenceMean(slots, mean);
+      sb.stepFlat(mean, offsets, 0.05);
+    }
+    expect(nativeProfile(true).find((r) => r.name === 'native sgdMean')?.calls ?? 0).toBe(3);
+    a.forEach((v, i) => expect(Buffer.from((v.dataSync() as Float32Array).buffer).equals(Buffer.from((b[i]!.dataSync() as Float32Array).buffer)), `weight ${i}`).toBe(true));
+    sa.state().buffers.forEach((v, i) => expect(Buffer.from((v.dataSync() as Float32Array).buffer).equals(Buffer.from((sb.state().buffers[i]!.dataSync() as Float32Array).buffer))).toBe(true));
+    [sa, sb].forEach((s) => s.dispose());
+    [...a, ...b].forEach((v) => v.dispose());
+  });
+
+  it('declines (false, nothing changed) where the native kernels do not run', async () => {
+    const { selectBackend, setNativeEnabled } = await import('@googlenet/model');
+    await selectBackend('wasm');
+    setNativeEnabled(false);
+    try {
+      const w = tf.variable(tf.tensor1d([1, 2]));
+      const sgd = new Sgd([w], { momentum: 0.9, weightDecay: 0 });
+      expect(sgd.stepMeanOf([Float32Array.of(1, 1)], [0], 0.1)).toBe(false);
+      expect(Array.from(w.dataSync())).toEqual([1, 2]);
+      expect(sgd.state().started).toBe(false);
+      sgd.dispose();
+      w.dispose();
+    } finally {
+      setNativeEnabled(true);
+    }
+  });
+});
+
 // webgpu's SGD runs as in-place kernels; CI has Mesa's lavapipe as its adapter (see .ci/run).
 const { selectBackend: probe } = await import('@googlenet/model');
 const webgpuWhy = await probe('webgpu').then(() => '', (e: Error) => e.message);

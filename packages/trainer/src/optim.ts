@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { nativeSgd, webgpuSgd } from '@googlenet/model';
+import { nativeSgd, nativeSgdMean, webgpuSgd } from '@googlenet/model';
 import { wasmView } from './host';
 
 export interface SgdOptions {
@@ -81,6 +81,19 @@ export class Sgd {
       else sgdPlainKernel(w!, g, wd, rate);
     });
     this.started = true;
+  }
+
+  /**
+   * The step on the exact mean over ranks of gradients that lie in R buffers (`slots`, rank order: the shared-memory
+   * plane's gathered views), laid out as stepFlat's `grads`: averaged inside the native update, never stored. Returns
+   * false (nothing done) where the native kernel does not run; the caller then averages first and calls stepFlat.
+   */
+  stepMeanOf(slots: Float32Array[], offsets: readonly number[], lr: number): boolean {
+    const { momentum, weightDecay } = this.opts;
+    const opts = { momentum, weightDecay, lr, started: this.started, nesterov: this.opts.nesterov === true };
+    if (!nativeSgdMean(this.params, momentum !== 0 ? this.buffers : null, slots, offsets, opts)) return false;
+    this.started = true;
+    return true;
   }
 
   /**

@@ -23,6 +23,15 @@ export interface GradientReducer {
    * registered slot), or null/absent: the step then keeps its gradients in memory of its own.
    */
   sharedBuffer?(n: number): Float32Array | null;
+  /**
+   * The shared buffer's values on every rank without averaging them (the shared-memory plane's gather): once every
+   * rank wrote `data` (its sharedBuffer()), every rank's copy in rank order, and `metrics` summed. The caller averages
+   * what it reads, then releaseShared(); before writing its sharedBuffer() again it awaits sharedReleased(). Null or
+   * absent: use allReduce.
+   */
+  gatherShared?(data: Float32Array, metrics: Float64Array): Promise<Float32Array[] | null>;
+  releaseShared?(): void;
+  sharedReleased?(): Promise<void>;
   /** In place: `metrics` becomes the sum over ranks (evaluation). */
   reduceMetrics(metrics: Float64Array): Promise<void>;
   /** In place: rank 0's `data` lands in every rank's buffer. */
@@ -55,6 +64,15 @@ export class CoordinatorReducer implements GradientReducer {
   }
   sharedBuffer(n: number): Float32Array | null {
     return this.client.sharedBuffer(n);
+  }
+  gatherShared(data: Float32Array, metrics: Float64Array): Promise<Float32Array[] | null> {
+    return this.client.gatherShared(data, metrics);
+  }
+  releaseShared(): void {
+    this.client.releaseGathered();
+  }
+  sharedReleased(): Promise<void> {
+    return this.client.gatheredReleased();
   }
   reduceMetrics(metrics: Float64Array): Promise<void> {
     return this.client.allReduce(EMPTY, metrics);

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
+import { referenceMean } from '@googlenet/coordinator';
 import {
-  captureWebgpuStep, computeGradients, countDispatches, diffRecordings, discardRecording, dropoutInputs, dropoutStreams, ReplayError, StepGraph,
+  captureWebgpuStep, computeGradients, nativeSgdMeanActive, countDispatches, diffRecordings, discardRecording, dropoutInputs, dropoutStreams, ReplayError, StepGraph,
   type GoogLeNet, type GradTap, type WebgpuRecording,
 } from '@googlenet/model';
 import type { Batch } from '@googlenet/dataloader';
@@ -141,11 +142,23 @@ export class TrainStep {
     if (blocked === null) this.overlap = new OverlapState(model, this.flat, this.paramOffsets, ov!.bucketBytes);
     else if (blocked !== 'off' && reducer.worldSize > 1) this.overlapNote = `overlap off: ${blocked}`;
     if (this.overlap === null && tf.getBackend() === 'wasm' && opts.accumulate === 1) this.eager = new EagerGradCopy(model, this.flat, this.paramOffsets);
+    // The gathered step (runGathered): with 2-3 ranks on one machine, reading every slot inside the update moves less
+    // memory than averaging into every slot and reading the mean back (R slot passes against ~3); from 4 it moves more.
+    this.gather = shared !== null && reducer.worldSize >= 2 && reducer.worldSize <= 3 && !!reducer.gatherShared && !opts.clipGradNorm &&
+      !opts.lossScaler && nativeSgdMeanActive();
     this.topK = Math.min(5, model.numClasses);
   }
 
   /** --overlap on this rank (null: off). */
   private readonly overlap: OverlapState | null = null;
+  /** Average by gathering (runGathered) where the reducer offers it; false after it declined once. */
+  private gather: boolean;
+  /** A step gathered already (the log says so once). */
+  private gathered = false;
+  /** The last step gathered: the other ranks may still read `flat` until sharedReleased(). */
+  private gatherOpen = false;
+  /** runGathered: the running statistics' mean (the slot itself is still read by the others then). */
+  private statsMean: Float32Array | null = null;
   /** Wasm, one micro-batch, no overlap: gradients are copied into `flat` during the backward (grad-copy.ts). */
   private readonly eager: EagerGradCopy | null = null;
   /** Why overlap is off although asked for, said once. */
@@ -366,6 +379,13 @@ export class TrainStep {
       let t = performance.now();
       const batch = await nextBatch();
       c.times.data += performance.now() - t;
+      if (m === 0 && this.gatherOpen) {
+        // The others read this rank's slot inside their last update; it is written again from here on.
+        t = performance.now();
+        await this.reducer.sharedReleased!();
+        this.gatherOpen = false;
+        c.times.reduce += performance.now() - t;
+      }
       t = performance.now();
       // --overlap's first step runs without it and learns the order in which the backward yields gradients.
       this.eager?.begin();
@@ -393,6 +413,7 @@ export class TrainStep {
     const gradEnd = this.bufferOffsets[0] ?? this.flat.length;
     // Unscaled before the exchange, so that an f16 wire (--grad-compression) carries values in its range.
     if (this.opts.lossScaler) unscaleFlat(this.flat, gradEnd, this.opts.lossScaler.scale);
+    if (this.gather && await this.runGathered(lr, c)) return this.finish(c);
     let t = performance.now();
     // Only the gradients may be compressed (--grad-compression); the running statistics after them stay fp32.
     await this.reducer.allReduce(this.flat, this.metrics, gradEnd);
@@ -455,6 +476,47 @@ export class TrainStep {
     this.apply(lr);
     c.times.apply = performance.now() - t;
     return this.finish(c);
+  }
+
+  /**
+   * Reduce and apply in one: once every rank wrote its slot, each rank reads all R slots inside its SGD (the exact
+   * mean, as the all-reduce would have written it, fused into the update: nativeSgdMean) and averages the running
+   * statistics into memory of its own; nothing is written into the slots, which the others read until each releases
+   * them (the next step awaits that before writing its slot). Same bytes as allReduce then apply. False: the reducer
+   * declined (another plane, fp16 wire), so this and later steps all-reduce.
+   */
+  private async runGathered(lr: number, c: StepContext): Promise<boolean> {
+    let t = performance.now();
+    const views = await this.reducer.gatherShared!(this.flat, this.metrics);
+    if (!views) {
+      this.gather = false;
+      return false;
+    }
+    this.gatherOpen = true;
+    if (!this.gathered && this.opts.rank === 0) addNote(c, `reduce and SGD fused: each rank averages every rank's slot inside its update (${views.length} ranks), nothing written back`);
+    this.gathered = true;
+    c.times.reduce += performance.now() - t;
+    t = performance.now();
+    const gradEnd = this.bufferOffsets[0] ?? this.flat.length;
+    try {
+      this.statsMean ??= new Float32Array(this.flat.length - gradEnd);
+      referenceMean(views.map((v) => v.subarray(gradEnd)), this.statsMean);
+      if (!this.sgd.stepMeanOf(views, this.paramOffsets, lr)) {
+        // A weight that shares its memory (not this model's): average into memory of this rank's own, then the plain step.
+        const mean = new Float32Array(gradEnd);
+        referenceMean(views.map((v) => v.subarray(0, gradEnd)), mean);
+        this.sgd.stepFlat(mean, this.paramOffsets, lr);
+      }
+    } finally {
+      this.reducer.releaseShared!();
+    }
+    const stats = this.statsMean;
+    tf.tidy(() => this.model.assignRunningStats(this.model.buffers.map((b, i) => {
+      const at = this.bufferOffsets[i]! - gradEnd;
+      return tf.tensor(stats.subarray(at, at + b.variable.size), b.variable.shape, 'float32');
+    })));
+    c.times.apply = performance.now() - t;
+    return true;
   }
 
   /** `acc + parts` (both disposed), or `parts` when nothing is accumulated yet. */

@@ -49,7 +49,7 @@ export async function trainLoop(ctx: WorkerContext, st: TrainState, rec: RunReco
     ...(lossScaler ? { lossScaler } : {}),
     overlap: { choice: cfg.overlap, bucketBytes: Math.round(cfg.bucketMb * 1024 * 1024), gradCompression: cfg.gradCompression, spareCores: spareCores(cfg.workers) },
   });
-  if (trainStep.inSharedSegment && lead) say('gradients are kept in the shared-memory segment and averaged there in place (nothing copied in or out)');
+  if (trainStep.inSharedSegment && lead) say('gradients are kept in the shared-memory segment, where the other ranks read them (nothing copied in or out)');
   // One webgpu worker would replay captured steps: say why it does not.
   if (replayBlocker(cfg) && tf.getBackend() === 'webgpu' && reducer.worldSize === 1) say(`webgpu replay off, steps run through tfjs: ${replayBlocker(cfg)}`);
   const schedule = { lr: cfg.lr, schedule: cfg.lrSchedule, warmupSteps: cfg.warmup, totalSteps, stepsPerEpoch, stepEpochs: cfg.stepEpochs, gamma: cfg.gamma };

@@ -43,6 +43,8 @@ describe.skipIf(noShm !== null)('--data-plane', () => {
         console.log(`NOTE data-plane.test.ts: /dev/shm had no room for the registered slots, so the shm run copied through the segment; the zero-copy path was not exercised here`);
       } else {
         expect(log.includes('kept in the shared-memory segment')).toBe(plane === 'shm');
+        // 2 ranks on the slots: reduce and SGD run as one pass over both slots (TrainStep.runGathered).
+        expect(log.includes('reduce and SGD fused')).toBe(plane === 'shm');
       }
       const d = rankDigests(out);
       expect(d.get(1)).toBe(d.get(0));
