@@ -25,7 +25,7 @@ const FLAGS = {
   precision: { type: 'string', default: 'fp32', help: 'compute precisions to measure (fp32, f16, or both: fp32,f16); f16 is always measured beside fp32 in the same invocation' },
   shapes: { type: 'string', default: '32x32,224x4', help: 'SIZExBATCH list' },
   steps: { type: 'int', min: 1, default: 20, help: 'measured steps per run (after the warm-up)' },
-  warmup: { type: 'int', min: 0, default: 10, help: 'steps per run before the measured ones: two workers started together take ~20-30 steps at 32 px to reach their steady pace here, one alone ~10' },
+  warmup: { type: 'string', default: 'auto', help: 'steps per run before the measured ones; auto: 30 up to 64 px (two workers started together take ~20-30 steps at 32 px to reach their steady pace here, one alone ~10), 10 above' },
   repeat: { type: 'int', min: 1, default: 3, help: 'cpu/wasm: rounds of every run, one after the other (1 worker, 2 workers, ...; again); figures are medians over rounds, ratios taken within each round' },
   torch: { type: 'boolean', default: true, help: 'run the PyTorch reference (/usr/bin/python3 with torch)' },
   'torch-threads': { type: 'int', min: 1, default: 2, help: 'PyTorch threads' },
@@ -61,6 +61,14 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : NaN;
 };
+
+/** --warmup: a count, or auto (30 steps up to 64 px, where 2 workers take 20-30 steps to settle; 10 above). */
+function warmupSteps(v: string, size: number): number {
+  if (v === 'auto') return size <= 64 ? 30 : 10;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--warmup=${v}: expected auto or a whole number of steps >= 0`);
+  return n;
+}
 
 /** Steps of each train run: the warm-up, then the measured ones (webgpu: one more, profiled). */
 function runSteps(f: Record<string, unknown>): number {
@@ -269,7 +277,8 @@ function torchRef(size: number, batch: number, classes: number, threads: number)
 }
 
 function main() {
-  const f = parseFlags(process.argv.slice(2), FLAGS);
+  const flags = parseFlags(process.argv.slice(2), FLAGS);
+  const f = flags;
   if (f.help) {
     console.log(helpText('Usage: nx run trainer:bench [options]', FLAGS));
     return;
@@ -284,6 +293,7 @@ function main() {
   const results: { shape: string; ours: Row[]; best: number; pytorch?: number; ratio?: number; scaling?: Scaling }[] = [];
   for (const [size, batch] of shapes) {
     const classes = size >= 224 ? 1000 : 10;
+    const f: Record<string, unknown> = { ...flags, warmup: warmupSteps(flags.warmup as string, size) };
     // Data-parallel scaling holds the compute per worker fixed, as torchrun with OMP_NUM_THREADS=1 per rank: one
     // worker with one thread beside N workers with one each. A lone worker's default (all cores) is a different
     // question, answered by its own row.
