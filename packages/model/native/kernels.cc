@@ -528,6 +528,19 @@ void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd,
   }
 }
 
+// run(i0, i1) over tensors [0, nw), split between the two threads by element count (sizes S) where there are two.
+template <class F>
+void splitBySize(size_t nw, const double* S, F run) {
+  if (numThreads() == 1 || nw < 2) { run(size_t(0), nw); return; }
+  double total = 0; for (size_t i = 0; i < nw; i++) total += S[i];
+  size_t split = 0; double acc = 0;
+  while (split < nw && acc + S[split] <= total / 2) acc += S[split++];
+  if (split == 0) split = 1;
+  std::thread t(run, size_t(0), split);
+  run(split, nw);
+  t.join();
+}
+
 // sgd(heap, wOffsets: Float64Array, bOffsets: Float64Array (-1: none), sizes: Float64Array,
 //     grads: Float32Array, gOffsets: Float64Array, momentum, weightDecay, lr, started[, nesterov])
 napi_value Sgd(napi_env env, napi_callback_info info) {
@@ -557,21 +570,13 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
   bool started = num(env, argv[9]) != 0;
   bool nesterov = argc == 11 && num(env, argv[10]) != 0;
   // Split the tensors between the threads by element count.
-  double total = 0; for (size_t i = 0; i < nw; i++) total += S[i];
-  auto run = [&](size_t i0, size_t i1) {
+  splitBySize(nw, S, [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
       float* w = reinterpret_cast<float*>(heap + (size_t)W[i]);
       float* b = B[i] >= 0 ? reinterpret_cast<float*>(heap + (size_t)B[i]) : nullptr;
       sgdRange(w, b, grads + (size_t)G[i], (size_t)S[i], mom, wd, lr, started, nesterov);
     }
-  };
-  if (numThreads() == 1 || nw < 2) { run(0, nw); return nullptr; }
-  size_t split = 0; double acc = 0;
-  while (split < nw && acc + S[split] <= total / 2) acc += S[split++];
-  if (split == 0) split = 1;
-  std::thread t(run, 0, split);
-  run(split, nw);
-  t.join();
+  });
   return nullptr;
 }
 
@@ -633,8 +638,7 @@ napi_value SgdMean(napi_env env, napi_callback_info info) {
   }
   float mom = (float)num(env, argv[6]), wd = (float)num(env, argv[7]), lr = (float)num(env, argv[8]);
   bool started = num(env, argv[9]) != 0, nesterov = num(env, argv[10]) != 0;
-  double total = 0; for (size_t i = 0; i < nw; i++) total += S[i];
-  auto run = [&](size_t i0, size_t i1) {
+  splitBySize(nw, S, [&](size_t i0, size_t i1) {
     const float* at[64];
     for (size_t i = i0; i < i1; i++) {
       for (uint32_t r = 0; r < R; r++) at[r] = src[r] + (size_t)G[i];
@@ -642,14 +646,7 @@ napi_value SgdMean(napi_env env, napi_callback_info info) {
       float* b = B[i] >= 0 ? reinterpret_cast<float*>(heap + (size_t)B[i]) : nullptr;
       sgdMeanRange(w, b, at, (int)R, (size_t)S[i], mom, wd, lr, started, nesterov);
     }
-  };
-  if (numThreads() == 1 || nw < 2) { run(0, nw); return nullptr; }
-  size_t split = 0; double acc = 0;
-  while (split < nw && acc + S[split] <= total / 2) acc += S[split++];
-  if (split == 0) split = 1;
-  std::thread t(run, 0, split);
-  run(split, nw);
-  t.join();
+  });
   return nullptr;
 }
 

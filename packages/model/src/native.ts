@@ -241,12 +241,9 @@ export function nativeSgd(params: readonly tf.Variable[], buffers: readonly tf.V
   gradOffsets: readonly number[], o: { momentum: number; weightDecay: number; lr: number; started: boolean; nesterov?: boolean }): boolean {
   const n = active();
   if (!n?.k.sgd) return false;
-  const own = ownedOffset(n.be);
-  const w = Float64Array.from(params, own);
-  const b = buffers ? Float64Array.from(buffers, own) : new Float64Array(params.length).fill(-1);
-  if (w.some((x) => x < 0) || (buffers && b.some((x) => x < 0))) return false;
-  const sizes = Float64Array.from(params, (p) => p.size);
-  const heap = n.be.wasm.HEAPU8.buffer as ArrayBuffer;
+  const ops = sgdOperands(n.be, params, buffers);
+  if (!ops) return false;
+  const { w, b, sizes, heap } = ops;
   if (o.nesterov && !knowsNesterov(n.k, heap)) return false;
   const go = Float64Array.from(gradOffsets);
   // The eleventh argument only when set: the plain step keeps the call an older addon knows.
@@ -254,6 +251,16 @@ export function nativeSgd(params: readonly tf.Variable[], buffers: readonly tf.V
     ? n.k.sgd!(heap, w, b, sizes, grads, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0, 1)
     : n.k.sgd!(heap, w, b, sizes, grads, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0));
   return true;
+}
+
+/** Heap offsets of the weights and momentum buffers (-1: none) and sizes; null when one shares its memory. */
+function sgdOperands(be: WasmBackend, params: readonly tf.Variable[], buffers: readonly tf.Variable[] | null):
+  { w: Float64Array; b: Float64Array; sizes: Float64Array; heap: ArrayBuffer } | null {
+  const own = ownedOffset(be);
+  const w = Float64Array.from(params, own);
+  const b = buffers ? Float64Array.from(buffers, own) : new Float64Array(params.length).fill(-1);
+  if (w.some((x) => x < 0) || (buffers && b.some((x) => x < 0))) return null;
+  return { w, b, sizes: Float64Array.from(params, (p) => p.size), heap: be.wasm.HEAPU8.buffer as ArrayBuffer };
 }
 
 /** Whether nativeSgdMean runs here (wasm, an addon that has it); otherwise the caller averages first. */
@@ -268,12 +275,9 @@ export function nativeSgdMean(params: readonly tf.Variable[], buffers: readonly 
   gradOffsets: readonly number[], o: { momentum: number; weightDecay: number; lr: number; started: boolean; nesterov?: boolean }): boolean {
   const n = active();
   if (!n?.k.sgdMean) return false;
-  const own = ownedOffset(n.be);
-  const w = Float64Array.from(params, own);
-  const b = buffers ? Float64Array.from(buffers, own) : new Float64Array(params.length).fill(-1);
-  if (w.some((x) => x < 0) || (buffers && b.some((x) => x < 0))) return false;
-  const sizes = Float64Array.from(params, (p) => p.size);
-  const heap = n.be.wasm.HEAPU8.buffer as ArrayBuffer;
+  const ops = sgdOperands(n.be, params, buffers);
+  if (!ops) return false;
+  const { w, b, sizes, heap } = ops;
   const go = Float64Array.from(gradOffsets);
   timed('sgdMean', () => n.k.sgdMean!(heap, w, b, sizes, slots, go, o.momentum, o.weightDecay, o.lr, o.started ? 1 : 0, o.nesterov ? 1 : 0));
   return true;
