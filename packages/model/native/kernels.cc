@@ -528,6 +528,21 @@ void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd,
   }
 }
 
+// A typed array argument of the wanted element type: its data and element count.
+bool typedArg(napi_env env, napi_value v, napi_typedarray_type want, void** data, size_t* count) {
+  napi_typedarray_type t; napi_value ab; size_t off;
+  return napi_get_typedarray_info(env, v, &t, count, data, &ab, &off) == napi_ok && t == want;
+}
+
+// SGD operands: weights W and momentum B (byte offsets, -1: none) of S floats inside a heap of len bytes; their
+// gradients at G inside ng floats.
+bool sgdInBounds(const double* W, const double* B, const double* S, const double* G, size_t nw, size_t len, size_t ng) {
+  for (size_t i = 0; i < nw; i++) {
+    if (W[i] < 0 || W[i] + 4 * S[i] > len || (B[i] >= 0 && B[i] + 4 * S[i] > len) || G[i] < 0 || G[i] + S[i] > ng) return false;
+  }
+  return true;
+}
+
 // run(i0, i1) over tensors [0, nw), split between the two threads by element count (sizes S) where there are two.
 template <class F>
 void splitBySize(size_t nw, const double* S, F run) {
@@ -547,10 +562,7 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
   size_t argc = 11; napi_value argv[11];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint8_t* heap; size_t len;
-  auto typed = [&](napi_value v, napi_typedarray_type want, void** data, size_t* count) {
-    napi_typedarray_type t; napi_value ab; size_t off;
-    return napi_get_typedarray_info(env, v, &t, count, data, &ab, &off) == napi_ok && t == want;
-  };
+  auto typed = [&](napi_value v, napi_typedarray_type want, void** data, size_t* count) { return typedArg(env, v, want, data, count); };
   void *wo, *bo, *sz, *gr, *go; size_t nw, nb, ns, ng, ngo;
   if ((argc != 10 && argc != 11) || !heapPtr(env, argv[0], &heap, &len) || !typed(argv[1], napi_float64_array, &wo, &nw) ||
       !typed(argv[2], napi_float64_array, &bo, &nb) || !typed(argv[3], napi_float64_array, &sz, &ns) ||
@@ -561,11 +573,7 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
   }
   const double *W = static_cast<double*>(wo), *B = static_cast<double*>(bo), *S = static_cast<double*>(sz), *G = static_cast<double*>(go);
   const float* grads = static_cast<float*>(gr);
-  for (size_t i = 0; i < nw; i++) {
-    if (W[i] < 0 || W[i] + 4 * S[i] > len || (B[i] >= 0 && B[i] + 4 * S[i] > len) || G[i] < 0 || G[i] + S[i] > ng) {
-      napi_throw_range_error(env, nullptr, "sgd: out of bounds"); return nullptr;
-    }
-  }
+  if (!sgdInBounds(W, B, S, G, nw, len, ng)) { napi_throw_range_error(env, nullptr, "sgd: out of bounds"); return nullptr; }
   float mom = (float)num(env, argv[6]), wd = (float)num(env, argv[7]), lr = (float)num(env, argv[8]);
   bool started = num(env, argv[9]) != 0;
   bool nesterov = argc == 11 && num(env, argv[10]) != 0;
@@ -603,10 +611,7 @@ napi_value SgdMean(napi_env env, napi_callback_info info) {
   size_t argc = 11; napi_value argv[11];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint8_t* heap; size_t len;
-  auto typed = [&](napi_value v, napi_typedarray_type want, void** data, size_t* count) {
-    napi_typedarray_type t; napi_value ab; size_t off;
-    return napi_get_typedarray_info(env, v, &t, count, data, &ab, &off) == napi_ok && t == want;
-  };
+  auto typed = [&](napi_value v, napi_typedarray_type want, void** data, size_t* count) { return typedArg(env, v, want, data, count); };
   const char* usage = "sgdMean(heap, wOffsets, bOffsets, sizes, slots: Float32Array[], gOffsets, momentum, weightDecay, lr, started, nesterov)";
   void *wo, *bo, *sz, *go; size_t nw, nb, ns, ngo;
   bool isArray = false;
@@ -631,11 +636,7 @@ napi_value SgdMean(napi_env env, napi_callback_info info) {
     ng = c;
   }
   const double *W = static_cast<double*>(wo), *B = static_cast<double*>(bo), *S = static_cast<double*>(sz), *G = static_cast<double*>(go);
-  for (size_t i = 0; i < nw; i++) {
-    if (W[i] < 0 || W[i] + 4 * S[i] > len || (B[i] >= 0 && B[i] + 4 * S[i] > len) || G[i] < 0 || G[i] + S[i] > ng) {
-      napi_throw_range_error(env, nullptr, "sgdMean: out of bounds"); return nullptr;
-    }
-  }
+  if (!sgdInBounds(W, B, S, G, nw, len, ng)) { napi_throw_range_error(env, nullptr, "sgdMean: out of bounds"); return nullptr; }
   float mom = (float)num(env, argv[6]), wd = (float)num(env, argv[7]), lr = (float)num(env, argv[8]);
   bool started = num(env, argv[9]) != 0, nesterov = num(env, argv[10]) != 0;
   splitBySize(nw, S, [&](size_t i0, size_t i1) {
@@ -663,10 +664,7 @@ napi_value Ema(napi_env env, napi_callback_info info) {
   size_t argc = 6; napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   uint8_t* heap; size_t len;
-  auto f64 = [&](napi_value v, void** data, size_t* count) {
-    napi_typedarray_type t; napi_value ab; size_t off;
-    return napi_get_typedarray_info(env, v, &t, count, data, &ab, &off) == napi_ok && t == napi_float64_array;
-  };
+  auto f64 = [&](napi_value v, void** data, size_t* count) { return typedArg(env, v, napi_float64_array, data, count); };
   void *to, *so, *sz; size_t nt, ns, nz;
   if (argc != 6 || !heapPtr(env, argv[0], &heap, &len) || !f64(argv[1], &to, &nt) || !f64(argv[2], &so, &ns) ||
       !f64(argv[3], &sz, &nz) || ns != nt || nz != nt) {
