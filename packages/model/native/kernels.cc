@@ -506,12 +506,22 @@ napi_value CopyCols(napi_env env, napi_callback_info info) {
 // ---- SGD (torch.optim.SGD: d = g + wd*w; buf = d on the first step, else momentum*buf + d; w -= lr*buf) ----
 // Each product and sum is rounded to float32 in the order tfjs's kernels use, and never contracted into an
 // FMA, so the result is bitwise that of the tensor path.
+// The gradient an SGD pass reads at element i: a float vector, or (Pair) the exact mean of two ranks' slots,
+// fround((double(a) + double(b)) * 0.5): the float64 sum of two floats then an exact halving, which is the division's
+// result bit for bit (the coordinator's mean), read in the same pass as the update (no staging buffer).
+struct Vec { const float* g; float operator()(size_t i) const { return g[i]; } };
+struct Pair {
+  const float* a; const float* b;
+  float operator()(size_t i) const { return float((double(a[i]) + double(b[i])) * 0.5); }
+};
+
+template <class G>
 __attribute__((optimize("fp-contract=off")))
-void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd, float lr, bool started, bool nesterov) {
+void sgdRangeOf(float* w, float* b, G g, size_t n, float mom, float wd, float lr, bool started, bool nesterov) {
   if (b && nesterov) {
     // torch.optim.SGD(nesterov=True): the step is d + momentum*buf with buf already updated.
     for (size_t i = 0; i < n; i++) {
-      float d = g[i] + w[i] * wd;
+      float d = g(i) + w[i] * wd;
       float buf = started ? b[i] * mom + d : d;
       b[i] = buf;
       w[i] = w[i] - (d + buf * mom) * lr;
@@ -519,13 +529,17 @@ void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd,
     return;
   }
   for (size_t i = 0; i < n; i++) {
-    float d = g[i] + w[i] * wd;
+    float d = g(i) + w[i] * wd;
     if (b) {
       if (started) d = b[i] * mom + d;
       b[i] = d;
     }
     w[i] = w[i] - d * lr;
   }
+}
+
+void sgdRange(float* w, float* b, const float* g, size_t n, float mom, float wd, float lr, bool started, bool nesterov) {
+  sgdRangeOf(w, b, Vec{g}, n, mom, wd, lr, started, nesterov);
 }
 
 // A typed array argument of the wanted element type: its data and element count.
@@ -595,6 +609,8 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
 // into every slot and reading the mean back.
 __attribute__((optimize("fp-contract=off")))
 void sgdMeanRange(float* w, float* b, const float* const* src, int R, size_t n, float mom, float wd, float lr, bool started, bool nesterov) {
+  // Two ranks (the common case): one pass, no staging (11.2 ms -> see the note at Pair; 13.4 M values, one core).
+  if (R == 2) { sgdRangeOf(w, b, Pair{src[0], src[1]}, n, mom, wd, lr, started, nesterov); return; }
   constexpr size_t B = 1024;
   alignas(64) double acc[B];
   alignas(64) float g[B];
@@ -602,7 +618,14 @@ void sgdMeanRange(float* w, float* b, const float* const* src, int R, size_t n, 
     const size_t m = n - i0 < B ? n - i0 : B;
     for (size_t i = 0; i < m; i++) acc[i] = src[0][i0 + i];
     for (int r = 1; r < R; r++) for (size_t i = 0; i < m; i++) acc[i] += src[r][i0 + i];
-    for (size_t i = 0; i < m; i++) g[i] = float(acc[i] / R);
+    // A power-of-two R scales exactly, so a multiply gives the division's bits; a divide per element kept this pass
+    // compute-bound (11.2 ms against sgd's 6.2 for 13.4 M values, one core).
+    if ((R & (R - 1)) == 0) {
+      const double inv = 1.0 / R;
+      for (size_t i = 0; i < m; i++) g[i] = float(acc[i] * inv);
+    } else {
+      for (size_t i = 0; i < m; i++) g[i] = float(acc[i] / R);
+    }
     sgdRange(w + i0, b ? b + i0 : nullptr, g, m, mom, wd, lr, started, nesterov);
   }
 }
