@@ -7,6 +7,7 @@ import { hasSystemPrerequisite } from '../test-prereqs.js';
 import { FOLDER_COLOURS, fixturePixel, tempDir, writeCifarFixture, writeIdxFixture, writeImageFolderFixture } from '../test-fixtures.js';
 import { FASHION_MNIST_DIR } from './fashion-mnist.js';
 import { openDataset, openSource } from './index.js';
+import { renderSynthetic, SYNTHETIC_KEEP_BYTES, SyntheticSource } from './synthetic.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -177,5 +178,26 @@ describe('shards', () => {
     const file = join(out, 'train', m!.shards[1]!.file);
     writeFileSync(file, Buffer.from('GNSHARD1 and then nothing useful'));
     expect(() => openDataset('shards', 'train', { dataDir: out, imageSize: 8, syntheticSize: SYN })).toThrowError(file);
+  });
+});
+
+describe('synthetic', () => {
+  it('a split that fits is drawn once at open and reads the same pixels as drawing at every read', () => {
+    const kept = new SyntheticSource({ count: 40, imageSize: 8, seed: 5 });
+    // More images than the budget holds: drawn at every read into one scratch buffer.
+    const drawn = new SyntheticSource({ count: Math.floor(SYNTHETIC_KEEP_BYTES / (8 * 8 * 3)) + 1, imageSize: 8, seed: 5 });
+    expect(drawn.read(0).data).toBe(drawn.read(1).data);
+    const px = new Uint8Array(8 * 8 * 3);
+    const first = kept.read(0).data.slice();
+    for (const i of [0, 7, 39, 7]) {
+      const r = kept.read(i);
+      expect(renderSynthetic(5, i, 8, px)).toBe(kept.label(i));
+      expect([r.width, r.height, r.channels]).toEqual([8, 8, 3]);
+      expect(Buffer.from(r.data).equals(Buffer.from(px))).toBe(true);
+      expect(Buffer.from(drawn.read(i).data).equals(Buffer.from(px))).toBe(true);
+    }
+    // Each image has memory of its own: reading others did not change the first one's pixels.
+    expect(Buffer.from(kept.read(0).data).equals(Buffer.from(first))).toBe(true);
+    for (const i of [-1, 40, 1.5]) expect(() => kept.read(i)).toThrowError(RangeError);
   });
 });
