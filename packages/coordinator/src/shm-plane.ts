@@ -97,6 +97,8 @@ const MAX_CHUNK = 4 * 1024 * 1024;
 /** 'gather': the slots' views handed to the caller instead of a mean written into them (gather()). */
 type PlaneOp = Op | 'gather';
 const OP_CODE: Record<PlaneOp, number> = { mean: 1, bcast: 2, gather: 3 };
+/** Waits until every rank reached `step` of collective `wq`, failing as the plane fails (waiter()). */
+type Wait = (wq: number, step: number, what: string) => Promise<void>;
 const DTYPE_CODE: Record<DType, number> = { f32: 1, f16: 2 };
 
 /** Default elements per slot for `ranks` ranks: 2 buffers of (ranks + 1) slots within the segment budget. */
@@ -216,21 +218,10 @@ export class ShmPlane {
    * the same op, dtype and length (else SIZE_MISMATCH on every rank).
    */
   async run(op: Op, dtype: DType, data: Float32Array, metrics?: Float64Array): Promise<ShmTiming> {
-    if (this.closed || this.left) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
-    if (this.busy) throw new CoordinatorError('BUSY', 'another collective is in progress on this shm plane');
-    if (this.gathering) throw new CoordinatorError('BUSY', 'this rank still holds the views of a gather(); releaseGather() first');
-    const t: ShmTiming = { copyInMs: 0, waitMs: 0, sumMs: 0, copyOutMs: 0 };
-    if (metrics && metrics.length > MAX_METRICS) throw new CoordinatorError('INVALID_OPTIONS', `metrics must be at most ${MAX_METRICS} values`);
-    this.busy = true;
-    try {
+    return this.guarded(metrics, async (t) => {
       await this.exchange(op, dtype, data, metrics, t);
       return t;
-    } catch (e) {
-      this.abortWith(ABORT.LEFT, this.rank);
-      throw e;
-    } finally {
-      this.busy = false;
-    }
+    });
   }
 
   /**
@@ -243,33 +234,44 @@ export class ShmPlane {
    */
   async gather(data: Float32Array, metrics?: Float64Array): Promise<{ views: Float32Array[]; timing: ShmTiming }> {
     if (this.closed || this.left) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
-    if (this.busy || this.gathering) throw new CoordinatorError('BUSY', 'another collective is in progress on this shm plane');
+    // A bad argument fails this call only (the plane stays usable), so it is checked before the collective starts.
     const at = this.registeredAt(data);
     if (at < 0) throw new CoordinatorError('INVALID_OPTIONS', `shm plane: gather() needs rank ${this.rank}'s registered slot (slot()) or a range of it`);
+    return this.guarded(metrics, async (t) => {
+      const q = ++this.q, wait = this.waiter(q, 'gather', t);
+      await this.afterPrevious(q, wait);
+      await this.slotsWritten(q, 'gather', 'f32', data, at, metrics, wait, t);
+      this.gathering = q;
+      this.lastGather = q;
+      const views = Array.from({ length: this.ranks }, (_, r) => new Float32Array(this.seg, this.sharedBase + r * this.slotStride + at * 4, data.length));
+      return { views, timing: t };
+    });
+  }
+
+  /**
+   * The guards every collective shares (open, not busy, no views held, metrics within bounds), then `body` with a
+   * fresh timing; a failure inside aborts the collective for every rank (the abort word) and rethrows.
+   */
+  private async guarded<T>(metrics: Float64Array | undefined, body: (t: ShmTiming) => Promise<T>): Promise<T> {
+    if (this.closed || this.left) throw new CoordinatorError('CLOSED', 'the shm plane was closed; connect a new client');
+    if (this.busy) throw new CoordinatorError('BUSY', 'another collective is in progress on this shm plane');
+    if (this.gathering) throw new CoordinatorError('BUSY', 'this rank still holds the views of a gather(); releaseGather() first');
     if (metrics && metrics.length > MAX_METRICS) throw new CoordinatorError('INVALID_OPTIONS', `metrics must be at most ${MAX_METRICS} values`);
     const t: ShmTiming = { copyInMs: 0, waitMs: 0, sumMs: 0, copyOutMs: 0 };
     this.busy = true;
     try {
-      const q = ++this.q, n = data.length, nm = metrics ? metrics.length + 1 : 0;
-      const wait = this.waiter(q, 'gather', t);
-      if (q > 1 && this.lastSteps > 0) await wait(q - 1, this.lastSteps, 'finish the previous collective');
-      this.lastSteps = 2;
-      this.describe(q, 'gather', 'f32', n, nm, at);
-      if (metrics) this.f64.set(metrics, this.metricsAt(this.rank));
-      this.k.signal(this.seg, this.rank, q, 1);
-      await wait(q, 1, 'write its slot');
-      this.checkDescriptors(q, 'gather', 'f32', n, nm, at);
-      if (metrics) this.sumMetrics(metrics);
-      this.gathering = q;
-      this.lastGather = q;
-      const views = Array.from({ length: this.ranks }, (_, r) => new Float32Array(this.seg, this.sharedBase + r * this.slotStride + at * 4, n));
-      return { views, timing: t };
+      return await body(t);
     } catch (e) {
       this.abortWith(ABORT.LEFT, this.rank);
       throw e;
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Collective q starts once every rank finished the previous one (its last step), as the segment's lines are reused. */
+  private async afterPrevious(q: number, wait: Wait): Promise<void> {
+    if (q > 1 && this.lastSteps > 0) await wait(q - 1, this.lastSteps, 'finish the previous collective');
   }
 
   /** This rank is done reading the views of its last gather() (the others may then write their slots again). */
@@ -296,7 +298,7 @@ export class ShmPlane {
   }
 
   /** A wait for (wq, step) of collective q that fails the way the plane fails (abort word, a rank gone, the deadline). */
-  private waiter(q: number, op: PlaneOp, t: ShmTiming): (wq: number, step: number, what: string) => Promise<void> {
+  private waiter(q: number, op: PlaneOp, t: ShmTiming): Wait {
     const { k, seg, rank: me, ranks: R } = this;
     const deadline = performance.now() + this.timeoutMs;
     return async (wq: number, step: number, what: string): Promise<void> => {
@@ -325,8 +327,8 @@ export class ShmPlane {
     const nm = metrics ? metrics.length + 1 : 0; // 0: no metrics (a rank with and one without is a mismatch)
     const at = this.registeredAt(data);
     const wait = this.waiter(q, op, t);
-    if (q > 1 && this.lastSteps > 0) await wait(q - 1, this.lastSteps, 'finish the previous collective');
-    if (at >= 0) return this.exchangeInSlots(q, op, dtype, data, at, metrics, nm, wait, t);
+    await this.afterPrevious(q, wait);
+    if (at >= 0) return this.exchangeInSlots(q, op, dtype, data, at, metrics, wait, t);
     this.lastSteps = 3 * K;
     for (let c = 0; c < K; c++) {
       const base = c * C, len = Math.min(C, n - base), buf = this.dataBase + (c & 1) * this.bufBytes, result = buf + R * C * 4;
@@ -387,21 +389,12 @@ export class ShmPlane {
    * slot ('mean'), or copied rank 0's range into its own ('bcast'). Resolves after step 2 of every rank, so no other
    * rank touches this slot until this rank's next collective.
    */
-  private async exchangeInSlots(q: number, op: Op, dtype: DType, data: Float32Array, at: number, metrics: Float64Array | undefined, nm: number,
-    wait: (wq: number, step: number, what: string) => Promise<void>, t: ShmTiming): Promise<void> {
+  private async exchangeInSlots(q: number, op: Op, dtype: DType, data: Float32Array, at: number, metrics: Float64Array | undefined,
+    wait: Wait, t: ShmTiming): Promise<void> {
     const { k, seg, rank: me, ranks: R } = this;
     const n = data.length, first = this.sharedBase + at * 4;
-    this.lastSteps = 2;
-    let t0 = performance.now();
-    if (op === 'mean' && dtype === 'f16') k.quantize(seg, first + me * this.slotStride, data);
-    this.describe(q, op, dtype, n, nm, at);
-    if (metrics) this.f64.set(metrics, this.metricsAt(me));
-    t.copyInMs += performance.now() - t0;
-    k.signal(seg, me, q, 1);
-    await wait(q, 1, 'write its slot');
-    this.checkDescriptors(q, op, dtype, n, nm, at);
-    if (metrics) this.sumMetrics(metrics);
-    t0 = performance.now();
+    await this.slotsWritten(q, op, dtype, data, at, metrics, wait, t);
+    const t0 = performance.now();
     if (op === 'mean') {
       const [lo, hi] = shardRange(n, R, me);
       if (hi > lo) k.reduceSlots!(seg, first + lo * 4, this.slotStride, R, hi - lo, dtype === 'f16' ? 1 : 0);
@@ -409,6 +402,27 @@ export class ShmPlane {
     t.sumMs += performance.now() - t0;
     k.signal(seg, me, q, 2);
     await wait(q, 2, op === 'mean' ? 'average its shard of the slots' : 'copy rank 0\'s slot');
+  }
+
+  /**
+   * Step 1 of a collective on the registered slots (exchangeInSlots, gather): this rank's slot range is final (fp16
+   * 'mean': rounded in place to binary16), its descriptor and metrics are written, and every rank did the same; the
+   * descriptors agree and `metrics` holds the sum over ranks. The collective then has 2 steps.
+   */
+  private async slotsWritten(q: number, op: PlaneOp, dtype: DType, data: Float32Array, at: number, metrics: Float64Array | undefined,
+    wait: Wait, t: ShmTiming): Promise<void> {
+    const { k, seg, rank: me } = this;
+    const n = data.length, nm = metrics ? metrics.length + 1 : 0;
+    this.lastSteps = 2;
+    const t0 = performance.now();
+    if (op === 'mean' && dtype === 'f16') k.quantize(seg, this.sharedBase + at * 4 + me * this.slotStride, data);
+    this.describe(q, op, dtype, n, nm, at);
+    if (metrics) this.f64.set(metrics, this.metricsAt(me));
+    t.copyInMs += performance.now() - t0;
+    k.signal(seg, me, q, 1);
+    await wait(q, 1, 'write its slot');
+    this.checkDescriptors(q, op, dtype, n, nm, at);
+    if (metrics) this.sumMetrics(metrics);
   }
 
   /**
