@@ -75,6 +75,18 @@ function runSteps(f: Record<string, unknown>): number {
   return (f.warmup as number) + (f.steps as number) + (f.backend === 'webgpu' ? 1 : 0);
 }
 
+/**
+ * --synthetic-size for a run of `workers` x `batch`: one sample more than the run reads, so that no run reaches an
+ * epoch end, where rank 0 writes a checkpoint (~110 MB at 10 classes) and the other ranks wait for it. With the
+ * default 3,000 images a 2-worker run at 32 px batch 32 ended its epoch at step 47 of 50, inside the measured steps,
+ * and 1 worker never did: the steps after the checkpoint took 20-70 ms longer and counted against 2 workers only.
+ * Small enough to be drawn once and kept in memory at every bench shape (the dataloader's synthetic source), as the
+ * in-memory data sets are: at 224 px, 248 images instead of 3,000 drawn at every read (~1.5 ms each).
+ */
+function syntheticSize(workers: number, batch: number, f: Record<string, unknown>): string {
+  return `--synthetic-size=${workers * batch * (runSteps(f) + 1)},1000`;
+}
+
 /** The step records of a run folder's metrics.jsonl; the folder is removed. */
 function stepRecords(out: string): any[] {
   const all = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step');
@@ -95,7 +107,7 @@ function independentPair(size: number, batch: number, classes: number, f: Record
   const outs = [0, 1].map(() => fs.mkdtempSync(path.join(os.tmpdir(), 'googlenet-bench-')));
   const bind = planCpuBinding({ choice: 'auto', workers: 2, cpus: allowedCpus(), taskset: findTaskset() });
   const cmd = outs.map((out, k) => [...('sets' in bind ? [bind.taskset, '-c', formatCpuList(bind.sets[k]!)] : []), tsx, ...TRAIN_NODE_FLAGS, path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`,
-    `--num-classes=${classes}`, `--steps=${runSteps(f)}`, '--workers=1', `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
+    `--num-classes=${classes}`, `--steps=${runSteps(f)}`, '--workers=1', syntheticSize(1, batch, f), `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
     '--tensorboard=false'].map((a) => `'${a}'`).join(' ') + ' >/dev/null &').join(' ') + ' wait';
   const r = spawnSync('bash', ['-c', cmd], { cwd: root, encoding: 'utf8', env: { ...process.env, GOOGLENET_NATIVE_THREADS: '1' } });
   if (r.status !== 0) throw new Error(`independent pair failed:\n${r.stderr.slice(-2000)}`);
@@ -115,7 +127,7 @@ function ours(size: number, batch: number, classes: number, workers: number, pre
   // As `nx run trainer:train` runs it (project.json): with the training V8 flags.
   const args = [
     ...TRAIN_NODE_FLAGS, path.join(root, 'packages/trainer/src/cli/train.ts'), `--image-size=${size}`, `--batch-size=${batch}`, `--num-classes=${classes}`,
-    `--steps=${runSteps(f)}`, `--workers=${workers}`, `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
+    `--steps=${runSteps(f)}`, `--workers=${workers}`, syntheticSize(workers, batch, f), `--backend=${f.backend}`, '--no-eval', `--out=${out}`, '--log-every=1000',
     `--profile-step=${profile}`, `--precision=${precision}`,
     ...(workers > 1 ? [`--overlap=${f.overlap}`] : []),
   ];
