@@ -110,8 +110,8 @@ export function syntheticDataset(split: Split, count: number, imageSize: number)
  * A split whose images all fit in this many bytes is drawn once, when the source opens, and read from memory after
  * that, as the in-memory data sets are (fashion-mnist, cifar10). Drawing costs ~30 us per 32 px image in JS, ~1 ms
  * per batch of 32: on a worker bound to one core, that was a millisecond of every training step (its decode thread
- * shares the core). Bounded: at most ~0.7 s of drawing at open (64 MiB of 32 or 64 px images); larger splits
- * (224 px) are drawn at every read, where a step takes hundreds of milliseconds.
+ * shares the core). Bounded: drawing time grows with the bytes, so at most ~0.7 s at open whatever the size; larger
+ * splits (3,000 images at 224 px are 452 MB) are drawn at every read, as before.
  */
 export const SYNTHETIC_KEEP_BYTES = 64 * 1024 * 1024;
 
