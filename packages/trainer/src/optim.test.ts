@@ -31,19 +31,22 @@ describe('SGD with momentum and weight decay', () => {
   });
 });
 
+/** Two identical sets of weights (sin values) with an SGD each (momentum 0.9, weight decay 1e-4): one path against the other. */
+function twins(shapes: number[][], nesterov: boolean): { a: tf.Variable[]; b: tf.Variable[]; sa: Sgd; sb: Sgd } {
+  const init = shapes.map((s, i) => Float32Array.from({ length: s.reduce((x, y) => x * y) }, (_, k) => Math.sin(k + 10 * i)));
+  const make = () => init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
+  const a = make(), b = make();
+  const opts = { momentum: 0.9, weightDecay: 1e-4, nesterov };
+  return { a, b, sa: new Sgd(a, opts), sb: new Sgd(b, opts) };
+}
+
 describe('SGD from a flat gradient buffer', () => {
   it.each([[true, false], [false, false], [true, true], [false, true]])('updates weights and momentum in place on wasm with the same bits as the tensor path (native kernels: %s, Nesterov: %s)', async (native, nesterov) => {
     const { selectBackend, setNativeEnabled, nativeActive, nativeProfile } = await import('@googlenet/model');
     await selectBackend('wasm');
     setNativeEnabled(native);
     if (native && !nativeActive()) throw new Error('the native kernels are not built: run `npm rebuild @googlenet/model` (needs g++)');
-    const shapes = [[3, 4], [5]];
-    const init = shapes.map((s, i) => Float32Array.from({ length: s.reduce((a, b) => a * b) }, (_, k) => Math.sin(k + 10 * i)));
-    const make = () => init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
-    const a = make();
-    const b = make();
-    const sa = new Sgd(a, { momentum: 0.9, weightDecay: 1e-4, nesterov });
-    const sb = new Sgd(b, { momentum: 0.9, weightDecay: 1e-4, nesterov });
+    const { a, b, sa, sb } = twins([[3, 4], [5]], nesterov);
     const offsets = [0, 12];
     // The in-place path needs weights and buffers that own their memory.
     const { wasmView } = await import('./host');
@@ -73,13 +76,7 @@ describe('SGD on the mean of gathered gradients (stepMeanOf: the shared-memory p
     await selectBackend('wasm');
     setNativeEnabled(true);
     if (!nativeActive()) throw new Error('the native kernels are not built: run `npm rebuild @googlenet/model` (needs g++)');
-    const shapes = [[3, 4], [5], [2, 700]];
-    const init = shapes.map((s, i) => Float32Array.from({ length: s.reduce((a, b) => a * b) }, (_, k) => Math.sin(k + 10 * i)));
-    const make = () => init.map((v, i) => tf.tidy(() => tf.variable(tf.tensor(v, shapes[i]!))));
-    const a = make();
-    const b = make();
-    const sa = new Sgd(a, { momentum: 0.9, weightDecay: 1e-4, nesterov });
-    const sb = new Sgd(b, { momentum: 0.9, weightDecay: 1e-4, nesterov });
+    const { a, b, sa, sb } = twins([[3, 4], [5], [2, 700]], nesterov);
     // Offsets as in the trainer's vector, with room after the parameters (the running statistics live there).
     const offsets = [0, 12, 17];
     nativeProfile(true);

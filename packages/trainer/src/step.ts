@@ -510,11 +510,7 @@ export class TrainStep {
     } finally {
       this.reducer.releaseShared!();
     }
-    const stats = this.statsMean;
-    tf.tidy(() => this.model.assignRunningStats(this.model.buffers.map((b, i) => {
-      const at = this.bufferOffsets[i]! - gradEnd;
-      return tf.tensor(stats.subarray(at, at + b.variable.size), b.variable.shape, 'float32');
-    })));
+    this.assignRunningStatsFrom(this.statsMean, gradEnd);
     c.times.apply = performance.now() - t;
     return true;
   }
@@ -619,17 +615,20 @@ export class TrainStep {
   }
 
   private apply(lr: number): void {
-    const { buffers } = this.model;
-    // On wasm, tf.tensor() copies into the wasm heap; elsewhere the backend may keep a reference to the
-    // array we hand it, and `flat` is overwritten next step, so those backends get a copy.
-    const copy = tf.getBackend() !== 'wasm';
-    const view = (off: number, v: tf.Variable) => {
-      const a = this.flat.subarray(off, off + v.size);
-      return tf.tensor(copy ? a.slice() : a, v.shape, 'float32');
-    };
     if (this.opts.clipGradNorm) clipFlatGradients(this.flat, this.bufferOffsets[0] ?? this.flat.length, this.opts.clipGradNorm);
     this.sgd.stepFlat(this.flat, this.paramOffsets, lr);
-    tf.tidy(() => this.model.assignRunningStats(buffers.map((b, i) => view(this.bufferOffsets[i]!, b.variable))));
+    this.assignRunningStatsFrom(this.flat, 0);
+  }
+
+  /** The running statistics from `src`, laid out as `flat` from float `base` on (the whole vector: base 0). */
+  private assignRunningStatsFrom(src: Float32Array, base: number): void {
+    // On wasm, tf.tensor() copies into the wasm heap; elsewhere the backend may keep a reference to the
+    // array we hand it, and `src` is overwritten next step, so those backends get a copy.
+    const copy = tf.getBackend() !== 'wasm';
+    tf.tidy(() => this.model.assignRunningStats(this.model.buffers.map((b, i) => {
+      const at = this.bufferOffsets[i]! - base, a = src.subarray(at, at + b.variable.size);
+      return tf.tensor(copy ? a.slice() : a, b.variable.shape, 'float32');
+    })));
   }
 }
 
